@@ -1,0 +1,3 @@
+from lucy.cli import main
+
+raise SystemExit(main())

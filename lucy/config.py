@@ -1,0 +1,253 @@
+"""Configuration: the only module that reads the environment and ``.env``.
+
+A missing or malformed setting becomes a :class:`~lucy.errors.ConfigError` whose message is one
+sentence naming the variable and where to get its value; callers print it and exit, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lucy.errors import ConfigError
+
+# Where each value comes from, in words a newcomer can follow. Used by error messages and
+# `lucy doctor`, so both say the same thing.
+WHERE: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "the Slack app's OAuth & Permissions page (Bot User OAuth Token, starts with xoxb-)",
+    "SLACK_SIGNING_SECRET": "the Slack app's Basic Information page (App Credentials → Signing Secret)",
+    "SLACK_APP_TOKEN": (
+        "the Slack app's Basic Information page (App-Level Tokens, scope connections:write, starts with xapp-)"
+    ),
+    "SLACK_CLIENT_ID": "the Slack app's Basic Information page (App Credentials → Client ID)",
+    "SLACK_CLIENT_SECRET": "the Slack app's Basic Information page (App Credentials → Client Secret)",
+    "SLACK_API_URL": "leave it unset for Slack itself; tests point it at a local fake (http://127.0.0.1:PORT/api/)",
+    "COMPOSIO_API_KEY": "the Composio dashboard (Settings → API Keys)",
+    "COMPOSIO_BASE_URL": "leave it unset for Composio's cloud; it must be https, or http on 127.0.0.1",
+    "LLM_MODEL": "a LiteLLM model name such as gpt-4o-mini, anthropic/claude-sonnet-4-5 or openai/<name>",
+    "LLM_API_BASE": "your OpenAI-compatible server's URL ending in /v1; leave unset for hosted providers",
+    "LLM_API_KEY": "your model provider's console (for example platform.openai.com → API keys)",
+    "LLM_FALLBACK_MODELS": "a comma-separated list of LiteLLM model names tried in order when LLM_MODEL fails",
+    "DATABASE_URL": "a PostgreSQL URL like postgresql://user:password@host:5432/lucy; unset = embedded database",
+    "REDIS_URL": "a Redis URL like redis://127.0.0.1:6379/0; unset = in-process cache (one instance only)",
+    "PORT": "a TCP port number for the web server, for example 3000",
+    "LUCY_PUBLIC_URL": "the https URL where Slack and browsers reach this server, for example https://lucy.example.com",
+    "LOG_LEVEL": "one of debug, info, warning, error",
+    "LOG_FORMAT": "json (production) or console (development)",
+    "LUCY_DATA_DIR": "a directory Lucy may write to (embedded database); default .lucy in the current directory",
+    "LUCY_CACHE_TTL_SECONDS": "seconds to keep a workspace's connected apps cached; default 300",
+    "LUCY_MAX_STEPS": "the most LLM steps in one turn; default 8",
+    "LUCY_TOOL_TIMEOUT_SECONDS": "seconds one tool call may take; default 60",
+    "LUCY_LLM_TIMEOUT_SECONDS": "seconds one model call may take; default 60",
+    "LUCY_COMPOSIO_TIMEOUT_SECONDS": "seconds one Composio read may take; default 20",
+}
+
+
+class Settings(BaseSettings):
+    """Every setting Lucy knows, by its environment variable name."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=False
+    )
+
+    slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN")
+    slack_client_id: str | None = Field(None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: str | None = Field(None, alias="SLACK_CLIENT_SECRET")
+    slack_api_url: str | None = Field(None, alias="SLACK_API_URL")
+
+    composio_api_key: str | None = Field(None, alias="COMPOSIO_API_KEY")
+    composio_base_url: str | None = Field(None, alias="COMPOSIO_BASE_URL")
+
+    llm_model: str = Field("gpt-4o-mini", alias="LLM_MODEL")
+    llm_api_base: str | None = Field(None, alias="LLM_API_BASE")
+    llm_api_key: str | None = Field(None, alias="LLM_API_KEY")
+    llm_fallback_models: str = Field("", alias="LLM_FALLBACK_MODELS")
+
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    port: int = Field(3000, alias="PORT", ge=1, le=65535)
+    public_url: str | None = Field(None, alias="LUCY_PUBLIC_URL")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+    log_format: Literal["json", "console"] | None = Field(None, alias="LOG_FORMAT")
+
+    data_dir: Path = Field(Path(".lucy"), alias="LUCY_DATA_DIR")
+    cache_ttl_seconds: float = Field(300.0, alias="LUCY_CACHE_TTL_SECONDS", gt=0)
+    max_steps: int = Field(8, alias="LUCY_MAX_STEPS", ge=1, le=50)
+    tool_timeout_seconds: float = Field(60.0, alias="LUCY_TOOL_TIMEOUT_SECONDS", gt=0)
+    llm_timeout_seconds: float = Field(60.0, alias="LUCY_LLM_TIMEOUT_SECONDS", gt=0)
+    composio_timeout_seconds: float = Field(20.0, alias="LUCY_COMPOSIO_TIMEOUT_SECONDS", gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_or_none(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.lower() or None
+        return value
+
+    @field_validator(
+        "slack_bot_token", "slack_signing_secret", "slack_app_token", "slack_client_id",
+        "slack_client_secret", "slack_api_url", "composio_api_key", "composio_base_url",
+        "llm_api_base", "llm_api_key", "database_url", "redis_url", "public_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `FOO=` in .env.example style files means "not set", not "set to the empty string".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("xoxb-"):
+            raise ValueError("must start with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("xapp-"):
+            raise ValueError("must start with xapp-")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgres", "postgresql"):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://")
+        return value
+
+    @field_validator("slack_api_url", "composio_base_url", "llm_api_base", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http(s) URL")
+        return value
+
+    # Derived views -------------------------------------------------------------------------
+
+    @property
+    def fallback_models(self) -> list[str]:
+        return [m.strip() for m in self.llm_fallback_models.split(",") if m.strip()]
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    @property
+    def multi_workspace(self) -> bool:
+        return self.slack_client_id is not None and self.slack_client_secret is not None
+
+    @property
+    def slack_configured(self) -> bool:
+        return self.slack_bot_token is not None or self.multi_workspace
+
+    @property
+    def resolved_log_format(self) -> Literal["json", "console"]:
+        # Development (a terminal) reads better as console lines; production pipes want JSON.
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if _stderr_is_tty() else "json"
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the settings, for the log redactor."""
+        values = [
+            self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
+            self.slack_client_secret, self.composio_api_key, self.llm_api_key,
+        ]
+        values += [_url_password(self.database_url), _url_password(self.redis_url)]
+        return [v for v in values if v and len(v) >= 6]
+
+
+def _url_password(url: str | None) -> str | None:
+    return urlsplit(url).password if url else None
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return os.isatty(2)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Problem:
+    variable: str
+    reason: str
+
+
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Read the environment (and ``env_file``) into :class:`Settings`.
+
+    Raises:
+        ConfigError: one sentence per problem, naming the variable and where to get its value.
+    """
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = [_problem(err) for err in exc.errors()]
+        raise ConfigError(" ".join(describe(p.variable, p.reason) for p in problems)) from None
+
+
+def _problem(err: object) -> _Problem:
+    assert isinstance(err, dict)
+    loc = err.get("loc") or ("?",)
+    name = str(loc[0])
+    variable = _alias_of(name)
+    msg = str(err.get("msg", "is invalid"))
+    msg = msg.removeprefix("Value error, ")
+    return _Problem(variable, msg)
+
+
+def _alias_of(name: str) -> str:
+    if name in WHERE:
+        return name
+    field = Settings.model_fields.get(name)
+    if field is not None and field.alias:
+        return field.alias
+    return name.upper()
+
+
+def describe(variable: str, reason: str) -> str:
+    """The one sentence shown for a bad or missing setting."""
+    where = WHERE.get(variable)
+    hint = f" Get it from {where}." if where else ""
+    return f"{variable} {reason.rstrip('.')}.{hint}"
+
+
+def require(settings: Settings, *variables: str) -> None:
+    """Stop with a clear sentence when any of ``variables`` is unset."""
+    missing = [v for v in variables if getattr(settings, _field_of(v)) in (None, "")]
+    if missing:
+        raise ConfigError(" ".join(describe(v, "is not set") for v in missing))
+
+
+def _field_of(variable: str) -> str:
+    for name, field in Settings.model_fields.items():
+        if field.alias == variable:
+            return name
+    raise KeyError(variable)

@@ -1,0 +1,147 @@
+"""The values that flow between the Slack layer, the agent loop and the integrations layer.
+
+These are the contracts between modules: a Turn goes in, an Outcome comes out, and tool calls
+in between produce ToolResults (or a value saying a connection or an approval is needed) that
+the Slack layer renders. Keep them plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+JSON = dict[str, Any]
+ToolDef = dict[str, Any]  # an OpenAI-format tool: {"type": "function", "function": {...}}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One person's message that Lucy must answer."""
+
+    workspace: str  # 'T…', or 'E…:T…' on Enterprise Grid; also the Composio user_id
+    user: str  # Slack user id of the person who wrote
+    channel: str
+    thread_ts: str  # the thread Lucy answers in (the message's own ts for a new thread)
+    text: str
+    ts: str = ""  # the message's own ts
+    user_name: str | None = None
+    user_tz: str | None = None  # IANA name, e.g. 'Europe/Oslo'
+    workspace_name: str | None = None
+    turn_id: str = ""
+
+
+# --- tool calls ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: JSON
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What the model reads back for one tool call. ``content`` is a JSON-serialisable value."""
+
+    call_id: str
+    name: str
+    content: Any
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class NeedsConnection:
+    """The tool belongs to an app this workspace has not connected; show a Connect button."""
+
+    toolkit: str
+    connect_url: str | None
+    call_id: str = ""
+    tool: str = ""
+
+
+@dataclass(frozen=True)
+class NeedsApproval:
+    """A person must approve this call before it runs."""
+
+    approval_id: str
+    tool: str
+    arguments: JSON
+    reason: str
+    call_id: str = ""
+    risk: Literal["write", "destructive"] = "destructive"
+
+
+ExecuteResult = ToolResult | NeedsConnection | NeedsApproval
+
+
+# --- outcomes of a turn --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: int = 0
+
+
+@dataclass(frozen=True)
+class ConnectionRequired:
+    """The turn stopped because an app must be connected first; it resumes after the callback."""
+
+    toolkit: str
+    connect_url: str | None
+    text: str
+    pending_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalRequired:
+    """The turn stopped at a call that needs approval; it resumes after the decision."""
+
+    approval: NeedsApproval
+    text: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The turn could not finish; ``user_message`` is one plain sentence for the person."""
+
+    user_message: str
+    detail: str = ""
+
+
+Outcome = Answer | ConnectionRequired | ApprovalRequired | Failure
+
+
+# --- ports ---------------------------------------------------------------------------------
+
+
+class Toolset(Protocol):
+    """Which tool definitions the model gets for this turn of this workspace."""
+
+    async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]: ...
+
+
+class ToolExecutor(Protocol):
+    """Runs one tool call for a workspace: validate → policy → execute → audit."""
+
+    async def execute(self, turn: Turn, call: ToolCall) -> ExecuteResult: ...
+
+
+class ProgressSink(Protocol):
+    """Where the loop reports progress ("Creating the GitHub issue…") and streamed text."""
+
+    async def tool_started(self, call: ToolCall) -> None: ...
+
+    async def tool_finished(self, call: ToolCall, result: ExecuteResult) -> None: ...
+
+    async def text_delta(self, text: str) -> None: ...

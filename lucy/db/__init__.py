@@ -1,0 +1,1 @@
+"""PostgreSQL: pool, migrations and the embedded development server."""

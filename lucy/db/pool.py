@@ -1,0 +1,35 @@
+"""The asyncpg pool. jsonb columns come back as Python objects."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from lucy.errors import DatabaseError
+
+if TYPE_CHECKING:
+    import asyncpg
+
+
+async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
+    """Open a pool, turning connection failures into a sentence a person can act on."""
+    import asyncpg
+
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=30,
+            max_inactive_connection_lifetime=300,
+            init=_init_connection,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    assert pool is not None
+    return pool

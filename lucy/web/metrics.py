@@ -1,0 +1,31 @@
+"""Prometheus metrics, one registry per process (served at GET /metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter("lucy_slack_events_total", "Slack events received", ["kind", "outcome"], registry=r)
+        self.turns = Counter("lucy_turns_total", "Agent turns", ["outcome"], registry=r)
+        self.turn_seconds = Histogram(
+            "lucy_turn_seconds", "Turn latency", registry=r,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+        )
+        self.tool_executions = Counter(
+            "lucy_tool_executions_total", "Tool executions", ["status"], registry=r
+        )
+        self.cache_requests = Counter("lucy_cache_requests_total", "Cache lookups", ["result"], registry=r)
+        self.llm_tokens = Counter("lucy_llm_tokens_total", "LLM tokens", ["kind"], registry=r)
+        self.llm_cost = Counter("lucy_llm_cost_usd_total", "LLM cost in USD", registry=r)
+        self.approvals_pending = Gauge("lucy_approvals_pending", "Approvals waiting for a person", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
