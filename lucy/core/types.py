@@ -145,3 +145,16 @@ class ProgressSink(Protocol):
     async def tool_finished(self, call: ToolCall, result: ExecuteResult) -> None: ...
 
     async def text_delta(self, text: str) -> None: ...
+
+
+# Meta-tools the model always gets next to the selected app tools. The agent loop handles
+# SEARCH_TOOLS itself (it widens the turn's tool list through ``ToolCatalog.search``); the
+# worker handles CONNECT_APP (it answers with NeedsConnection carrying the connect link).
+SEARCH_TOOLS = "search_tools"
+CONNECT_APP = "connect_app"
+
+
+class ToolCatalog(Protocol):
+    """Mid-turn tool search: more tool definitions for this workspace, in the model's words."""
+
+    async def search(self, workspace: str, query: str, exclude: frozenset[str] = frozenset()) -> list[ToolDef]: ...
