@@ -158,3 +158,35 @@ class ToolCatalog(Protocol):
     """Mid-turn tool search: more tool definitions for this workspace, in the model's words."""
 
     async def search(self, workspace: str, query: str, exclude: frozenset[str] = frozenset()) -> list[ToolDef]: ...
+
+
+class Agent(Protocol):
+    """The agent loop as the Slack layer and `lucy chat` see it."""
+
+    async def run_turn(self, turn: Turn, progress: ProgressSink) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class ToolkitConnection:
+    toolkit: str  # Composio toolkit slug, e.g. 'github'
+    status: Literal["active", "inactive"]
+    connected_account_id: str | None = None
+
+
+class Connections(Protocol):
+    """A workspace's app connections, as `/lucy-connect` and the OAuth callback need them."""
+
+    async def list_connections(self, workspace: str) -> list[ToolkitConnection]: ...
+
+    async def connect_link(self, workspace: str, toolkit: str) -> str:
+        """The Composio OAuth URL that connects ``toolkit`` for ``workspace``."""
+        ...
+
+    async def confirm_connection(self, workspace: str, connected_account_id: str) -> ToolkitConnection | None:
+        """Ask Composio (never trust query parameters) whether this account is ACTIVE and belongs to
+        ``workspace``; on success update the registry/database and return it, else None."""
+        ...
+
+    def known_toolkits(self) -> list[str]:
+        """Toolkit slugs that can be connected (for loose matching of `/lucy-connect gh`)."""
+        ...
