@@ -21,32 +21,36 @@ from lucy.errors import ConfigError
 # Where each value comes from, in words a newcomer can follow. Used by error messages and
 # `lucy doctor`, so both say the same thing.
 WHERE: dict[str, str] = {
-    "SLACK_BOT_TOKEN": "the Slack app's OAuth & Permissions page (Bot User OAuth Token, starts with xoxb-)",
-    "SLACK_SIGNING_SECRET": "the Slack app's Basic Information page (App Credentials → Signing Secret)",
+    "SLACK_BOT_TOKEN": "Get it from the Slack app's OAuth & Permissions page (Bot User OAuth Token, xoxb-…).",
+    "SLACK_SIGNING_SECRET": "Get it from the Slack app's Basic Information page (App Credentials → Signing Secret).",
     "SLACK_APP_TOKEN": (
-        "the Slack app's Basic Information page (App-Level Tokens, scope connections:write, starts with xapp-)"
+        "Get it from the Slack app's Basic Information page "
+        "(App-Level Tokens, with scope connections:write, starts with xapp-)."
     ),
-    "SLACK_CLIENT_ID": "the Slack app's Basic Information page (App Credentials → Client ID)",
-    "SLACK_CLIENT_SECRET": "the Slack app's Basic Information page (App Credentials → Client Secret)",
-    "SLACK_API_URL": "leave it unset for Slack itself; tests point it at a local fake (http://127.0.0.1:PORT/api/)",
-    "COMPOSIO_API_KEY": "the Composio dashboard (Settings → API Keys)",
-    "COMPOSIO_BASE_URL": "leave it unset for Composio's cloud; it must be https, or http on 127.0.0.1",
-    "LLM_MODEL": "a LiteLLM model name such as gpt-4o-mini, anthropic/claude-sonnet-4-5 or openai/<name>",
-    "LLM_API_BASE": "your OpenAI-compatible server's URL ending in /v1; leave unset for hosted providers",
-    "LLM_API_KEY": "your model provider's console (for example platform.openai.com → API keys)",
-    "LLM_FALLBACK_MODELS": "a comma-separated list of LiteLLM model names tried in order when LLM_MODEL fails",
-    "DATABASE_URL": "a PostgreSQL URL like postgresql://user:password@host:5432/lucy; unset = embedded database",
-    "REDIS_URL": "a Redis URL like redis://127.0.0.1:6379/0; unset = in-process cache (one instance only)",
-    "PORT": "a TCP port number for the web server, for example 3000",
-    "LUCY_PUBLIC_URL": "the https URL where Slack and browsers reach this server, for example https://lucy.example.com",
-    "LOG_LEVEL": "one of debug, info, warning, error",
-    "LOG_FORMAT": "json (production) or console (development)",
-    "LUCY_DATA_DIR": "a directory Lucy may write to (embedded database); default .lucy in the current directory",
-    "LUCY_CACHE_TTL_SECONDS": "seconds to keep a workspace's connected apps cached; default 300",
-    "LUCY_MAX_STEPS": "the most LLM steps in one turn; default 8",
-    "LUCY_TOOL_TIMEOUT_SECONDS": "seconds one tool call may take; default 60",
-    "LUCY_LLM_TIMEOUT_SECONDS": "seconds one model call may take; default 60",
-    "LUCY_COMPOSIO_TIMEOUT_SECONDS": "seconds one Composio read may take; default 20",
+    "SLACK_CLIENT_ID": "Get it from the Slack app's Basic Information page (App Credentials → Client ID).",
+    "SLACK_CLIENT_SECRET": "Get it from the Slack app's Basic Information page (App Credentials → Client Secret).",
+    "SLACK_API_URL": "Leave it unset for Slack itself; tests point it at a local fake (http://127.0.0.1:PORT/api/).",
+    "COMPOSIO_API_KEY": "Get it from the Composio dashboard (Settings → API Keys).",
+    "COMPOSIO_BASE_URL": "Leave it unset for Composio's cloud; it must be https, or http on 127.0.0.1.",
+    "LLM_MODEL": "Use a LiteLLM model name such as gpt-4o-mini, anthropic/claude-sonnet-4-5 or openai/<name>.",
+    "LLM_API_BASE": "Use your OpenAI-compatible server's URL ending in /v1, or leave it unset for hosted providers.",
+    "LLM_API_KEY": "Get it from your model provider's console (for example platform.openai.com → API keys).",
+    "LLM_FALLBACK_MODELS": "Use a comma-separated list of LiteLLM model names, tried in order when LLM_MODEL fails.",
+    "DATABASE_URL": (
+        "Use a PostgreSQL URL like postgresql://user:password@host:5432/lucy, "
+        "or leave it unset for the embedded development database."
+    ),
+    "REDIS_URL": "Use a Redis URL like redis://127.0.0.1:6379/0, or leave it unset for the in-process cache.",
+    "PORT": "Use a TCP port number, for example 3000.",
+    "LUCY_PUBLIC_URL": "Use the https URL where Slack and browsers reach this server, like https://lucy.example.com.",
+    "LOG_LEVEL": "Use one of debug, info, warning, error.",
+    "LOG_FORMAT": "Use json (production) or console (development).",
+    "LUCY_DATA_DIR": "Use a directory Lucy may write to (embedded database); the default is .lucy.",
+    "LUCY_CACHE_TTL_SECONDS": "Use the seconds to keep a workspace's connected apps cached; the default is 300.",
+    "LUCY_MAX_STEPS": "Use the most LLM steps in one turn, 1 to 50; the default is 8.",
+    "LUCY_TOOL_TIMEOUT_SECONDS": "Use the seconds one tool call may take; the default is 60.",
+    "LUCY_LLM_TIMEOUT_SECONDS": "Use the seconds one model call may take; the default is 60.",
+    "LUCY_COMPOSIO_TIMEOUT_SECONDS": "Use the seconds one Composio read may take; the default is 20.",
 }
 
 
@@ -213,14 +217,33 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
         raise ConfigError(" ".join(describe(p.variable, p.reason) for p in problems)) from None
 
 
+_SECRET_VARIABLES = {
+    "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_CLIENT_SECRET",
+    "COMPOSIO_API_KEY", "LLM_API_KEY", "DATABASE_URL", "REDIS_URL",
+}
+
+
 def _problem(err: object) -> _Problem:
     assert isinstance(err, dict)
     loc = err.get("loc") or ("?",)
-    name = str(loc[0])
-    variable = _alias_of(name)
-    msg = str(err.get("msg", "is invalid"))
-    msg = msg.removeprefix("Value error, ")
-    return _Problem(variable, msg)
+    variable = _alias_of(str(loc[0]))
+    reason = _reason(str(err.get("type", "")), str(err.get("msg", "is invalid")), err.get("ctx") or {})
+    # Echo what was typed so the person sees the typo, but never a secret.
+    if variable not in _SECRET_VARIABLES and isinstance(err.get("input"), str):
+        reason = f"is {err['input']!r} but {reason}"
+    return _Problem(variable, reason)
+
+
+def _reason(kind: str, msg: str, ctx: dict[str, object]) -> str:
+    if kind == "int_parsing":
+        return "must be a whole number"
+    if kind == "float_parsing":
+        return "must be a number"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        return msg.replace("Input should be", "must be")
+    return msg.removeprefix("Value error, ")
 
 
 def _alias_of(name: str) -> str:
@@ -234,9 +257,8 @@ def _alias_of(name: str) -> str:
 
 def describe(variable: str, reason: str) -> str:
     """The one sentence shown for a bad or missing setting."""
-    where = WHERE.get(variable)
-    hint = f" Get it from {where}." if where else ""
-    return f"{variable} {reason.rstrip('.')}.{hint}"
+    hint = WHERE.get(variable)
+    return f"{variable} {reason.rstrip('.')}." + (f" {hint}" if hint else "")
 
 
 def require(settings: Settings, *variables: str) -> None:

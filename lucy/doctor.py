@@ -150,7 +150,7 @@ async def check_slack(settings: Settings) -> Check:
         resp = await client.auth_test()
     except SlackApiError as exc:
         return Check("slack api", False, f"auth.test failed: {exc.response.get('error')}",
-                     "the bot token is wrong or revoked; " + WHERE["SLACK_BOT_TOKEN"])
+                     "the bot token is wrong or revoked. " + WHERE["SLACK_BOT_TOKEN"])
     except OSError as exc:
         return Check("slack api", False, f"cannot reach Slack ({exc})", "check the network or SLACK_API_URL")
     return Check("slack api", True, f"auth.test ok as {resp.get('user')} in {resp.get('team')}")

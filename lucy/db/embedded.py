@@ -68,6 +68,10 @@ class EmbeddedPostgres:
         return self.data_dir / "pgdata"
 
     @property
+    def log_file(self) -> Path:
+        return self.data_dir / "log" / "postgres.log"
+
+    @property
     def socket_dir(self) -> Path:
         candidate = self.pgdata.resolve()
         if len(str(candidate)) < _SOCKET_PATH_LIMIT:
@@ -85,6 +89,8 @@ class EmbeddedPostgres:
             return self._start_pgserver()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         runas = _unprivileged_user()
+        if runas:
+            self._check_reachable(runas)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(runas)
         if not self._running(runas):
@@ -106,6 +112,18 @@ class EmbeddedPostgres:
 
     # --- steps ---------------------------------------------------------------------------
 
+    def _check_reachable(self, runas: str) -> None:
+        # A root-only parent (e.g. mode 0700) would make initdb fail with a cryptic message.
+        probe = subprocess.run(_as_user(["test", "-x", str(self.data_dir.resolve())], runas), check=False)
+        if probe.returncode != 0:
+            raise DatabaseError(
+                f"user {runas} cannot enter {self.data_dir.resolve()}",
+                user_message=(
+                    f"The embedded PostgreSQL runs as the '{runas}' user, which cannot enter "
+                    f"{self.data_dir.resolve()}. Set LUCY_DATA_DIR to a directory it can reach, or set DATABASE_URL."
+                ),
+            )
+
     def _initdb(self, runas: str | None) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.pgdata.chmod(0o700)
@@ -125,18 +143,18 @@ class EmbeddedPostgres:
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         if runas:
             shutil.chown(self.socket_dir, runas)
+        # The server writes its log itself, so the log directory must belong to the server's user.
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if runas:
+            shutil.chown(self.log_file.parent, runas)
         options = f"-p 5432 -k {self.socket_dir} -c listen_addresses='' -c max_connections=60"
         self._run(
             [
-                str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.data_dir / "postgres.log"),
+                str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file),
                 "-w", "-t", "60", "-o", options, "start",
             ],
             runas,
         )
-        if runas:
-            log_file = self.data_dir / "postgres.log"
-            if log_file.exists():
-                shutil.chown(log_file, runas)
 
     def _running(self, runas: str | None) -> bool:
         assert self.bindir is not None
@@ -171,7 +189,7 @@ class EmbeddedPostgres:
                 f"embedded PostgreSQL: {' '.join(cmd[:1])} failed: {detail}",
                 user_message=(
                     f"The embedded PostgreSQL could not start ({detail.splitlines()[-1] if detail else 'no output'}). "
-                    f"See {self.data_dir / 'postgres.log'}, or set DATABASE_URL to a PostgreSQL server."
+                    f"See {self.log_file}, or set DATABASE_URL to a PostgreSQL server."
                 ),
             )
 
