@@ -8,6 +8,7 @@ never mutate what another caller reads.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -21,27 +22,70 @@ def cache_key(*parts: str, prefix: str = "lucy") -> str:
 
 
 class Cache:
-    """A thin typed wrapper over an aiocache backend."""
+    """A thin typed wrapper over an aiocache backend.
 
-    def __init__(self, backend: Any, kind: str, prefix: str = "lucy") -> None:
+    With a ``fallback`` (Redis mode), a failing backend does not fail the caller: reads and writes
+    go to the in-process fallback for ``retry_after`` seconds, the outage is logged once, and the
+    backend is tried again afterwards, so Lucy recovers without a restart.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        kind: str,
+        prefix: str = "lucy",
+        *,
+        fallback: Any | None = None,
+        errors: tuple[type[BaseException], ...] = (),
+        retry_after: float = 5.0,
+    ) -> None:
         self._backend = backend
         self.kind = kind
         self.prefix = prefix  # tests give each run its own prefix on a shared Redis
+        self._fallback = fallback
+        self._errors = errors
+        self._retry_after = retry_after
+        self._degraded_until = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        return time.monotonic() < self._degraded_until
 
     def key(self, *parts: str) -> str:
         return cache_key(*parts, prefix=self.prefix)
 
     async def get(self, *parts: str) -> Any:
-        return await self._backend.get(self.key(*parts))
+        return await self._call("get", self.key(*parts))
 
     async def set(self, *parts: str, value: Any, ttl: float | None = None) -> None:
-        await self._backend.set(self.key(*parts), value, ttl=ttl)
+        await self._call("set", self.key(*parts), value, ttl=ttl)
 
     async def delete(self, *parts: str) -> None:
-        await self._backend.delete(self.key(*parts))
+        await self._call("delete", self.key(*parts))
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self._fallback is None:
+            return await getattr(self._backend, method)(*args, **kwargs)
+        if not self.degraded:
+            try:
+                result = await getattr(self._backend, method)(*args, **kwargs)
+            except self._errors as exc:
+                self._degraded_until = time.monotonic() + self._retry_after
+                log.warning("Redis is unreachable; using the in-process cache for now", error=str(exc))
+            else:
+                if self._was_degraded:
+                    log.info("Redis is reachable again")
+                self._was_degraded = False
+                return result
+            self._was_degraded = True
+        return await getattr(self._fallback, method)(*args, **kwargs)
+
+    _was_degraded = False
 
     async def close(self) -> None:
         await self._backend.close()
+        if self._fallback is not None:
+            await self._fallback.close()
 
 
 def memory_cache(prefix: str = "lucy") -> Cache:
@@ -52,8 +96,9 @@ def memory_cache(prefix: str = "lucy") -> Cache:
     return Cache(SimpleMemoryCache(serializer=PickleSerializer(), timeout=None), "memory", prefix)
 
 
-def redis_cache(url: str, prefix: str = "lucy") -> Cache:
-    from aiocache import RedisCache
+def redis_cache(url: str, prefix: str = "lucy", *, retry_after: float = 5.0) -> Cache:
+    import redis.exceptions
+    from aiocache import RedisCache, SimpleMemoryCache
     from aiocache.serializers import PickleSerializer
 
     parts = urlsplit(url)
@@ -67,7 +112,9 @@ def redis_cache(url: str, prefix: str = "lucy") -> Cache:
     }
     if parts.scheme == "rediss":
         kwargs["ssl"] = True
-    return Cache(RedisCache(**kwargs), "redis", prefix)
+    fallback = SimpleMemoryCache(serializer=PickleSerializer(), timeout=None)
+    errors = (OSError, TimeoutError, redis.exceptions.RedisError)
+    return Cache(RedisCache(**kwargs), "redis", prefix, fallback=fallback, errors=errors, retry_after=retry_after)
 
 
 def make_cache(redis_url: str | None, prefix: str = "lucy") -> Cache:
