@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lucy.cache import Cache
 from lucy.config import Settings
+from lucy.core.inflight import InFlight
 from lucy.web.metrics import Metrics
 
 
@@ -16,3 +17,4 @@ class Deps:
     pool: Any  # asyncpg.Pool; Any keeps asyncpg out of import paths that do not need it
     cache: Cache
     metrics: Metrics
+    inflight: InFlight = field(default_factory=InFlight)  # every turn task, drained on SIGTERM
