@@ -36,6 +36,11 @@ WHERE: dict[str, str] = {
     "LLM_API_BASE": "Use your OpenAI-compatible server's URL ending in /v1, or leave it unset for hosted providers.",
     "LLM_API_KEY": "Get it from your model provider's console (for example platform.openai.com → API keys).",
     "LLM_FALLBACK_MODELS": "Use a comma-separated list of LiteLLM model names, tried in order when LLM_MODEL fails.",
+    "LLM_MAX_TOKENS": "Use the most tokens one model answer may have; the default is 4096.",
+    "LLM_CONTEXT_TOKENS": (
+        "Use the model's context window in tokens (for example 32768 for a local model); "
+        "unset = LiteLLM's model info, or 32768 for models it does not know."
+    ),
     "DATABASE_URL": (
         "Use a PostgreSQL URL like postgresql://user:password@host:5432/lucy, "
         "or leave it unset for the embedded development database."
@@ -51,6 +56,27 @@ WHERE: dict[str, str] = {
     "LUCY_TOOL_TIMEOUT_SECONDS": "Use the seconds one tool call may take; the default is 60.",
     "LUCY_LLM_TIMEOUT_SECONDS": "Use the seconds one model call may take; the default is 60.",
     "LUCY_COMPOSIO_TIMEOUT_SECONDS": "Use the seconds one Composio read may take; the default is 20.",
+    "LUCY_APPROVAL_TTL_MINUTES": "Use the minutes an approval request stays open before it expires; the default is 15.",
+    "LUCY_AUDIT_RETENTION_DAYS": "Use the days to keep audit log rows (0 keeps them forever); the default is 90.",
+    "LUCY_RATE_WINDOW_SECONDS": "Use the length in seconds of the rate-limit window; the default is 60.",
+    "LUCY_RATE_USER_TURNS": "Use the requests one person may make per rate-limit window (0 = no limit); "
+    "the default is 10.",
+    "LUCY_RATE_WORKSPACE_TURNS": "Use the requests one workspace may make per rate-limit window (0 = no limit); "
+    "the default is 100.",
+    "LUCY_RATE_USER_TOOLS": "Use the tool runs one person may cause per rate-limit window (0 = no limit); "
+    "the default is 60.",
+    "LUCY_RATE_WORKSPACE_TOOLS": "Use the tool runs one workspace may cause per rate-limit window (0 = no limit); "
+    "the default is 600.",
+    "COMPOSIO_TOOLKIT_VERSIONS": (
+        "Use comma-separated toolkit=version pins like github=20251201_00,gmail=20251027_00 "
+        "(versions are listed on each toolkit's page in the Composio dashboard); unset = latest."
+    ),
+    "COMPOSIO_AUTH_CONFIGS": (
+        "Use comma-separated toolkit=auth config id pairs like github=ac_123 from the Composio dashboard "
+        "(Auth Configs); unset = Lucy finds or creates a Composio-managed auth config per toolkit."
+    ),
+    "LUCY_TOOL_SCHEMA_TTL_SECONDS": "Use the seconds to keep a toolkit's tool schemas cached; the default is 3600.",
+    "LUCY_TOOL_OUTPUT_MAX_CHARS": "Use the most characters of one tool result the model reads; the default is 20000.",
 }
 
 
@@ -75,6 +101,8 @@ class Settings(BaseSettings):
     llm_api_base: str | None = Field(None, alias="LLM_API_BASE")
     llm_api_key: str | None = Field(None, alias="LLM_API_KEY")
     llm_fallback_models: str = Field("", alias="LLM_FALLBACK_MODELS")
+    llm_max_tokens: int = Field(4096, alias="LLM_MAX_TOKENS", ge=16)
+    llm_context_tokens: int | None = Field(None, alias="LLM_CONTEXT_TOKENS", ge=1024)
 
     database_url: str | None = Field(None, alias="DATABASE_URL")
     redis_url: str | None = Field(None, alias="REDIS_URL")
@@ -89,6 +117,30 @@ class Settings(BaseSettings):
     tool_timeout_seconds: float = Field(60.0, alias="LUCY_TOOL_TIMEOUT_SECONDS", gt=0)
     llm_timeout_seconds: float = Field(60.0, alias="LUCY_LLM_TIMEOUT_SECONDS", gt=0)
     composio_timeout_seconds: float = Field(20.0, alias="LUCY_COMPOSIO_TIMEOUT_SECONDS", gt=0)
+    # Approvals, audit and rate limits (lucy/approvals.py, lucy/audit.py, lucy/ratelimit.py).
+    approval_ttl_minutes: float = Field(15.0, alias="LUCY_APPROVAL_TTL_MINUTES", gt=0, le=7 * 24 * 60)
+    audit_retention_days: int = Field(90, alias="LUCY_AUDIT_RETENTION_DAYS", ge=0)
+    rate_window_seconds: float = Field(60.0, alias="LUCY_RATE_WINDOW_SECONDS", gt=0)
+    rate_user_turns: int = Field(10, alias="LUCY_RATE_USER_TURNS", ge=0)
+    rate_workspace_turns: int = Field(100, alias="LUCY_RATE_WORKSPACE_TURNS", ge=0)
+    rate_user_tools: int = Field(60, alias="LUCY_RATE_USER_TOOLS", ge=0)
+    rate_workspace_tools: int = Field(600, alias="LUCY_RATE_WORKSPACE_TOOLS", ge=0)
+    composio_toolkit_versions: str = Field("", alias="COMPOSIO_TOOLKIT_VERSIONS")
+    composio_auth_configs: str = Field("", alias="COMPOSIO_AUTH_CONFIGS")
+    tool_schema_ttl_seconds: float = Field(3600.0, alias="LUCY_TOOL_SCHEMA_TTL_SECONDS", gt=0)
+    tool_output_max_chars: int = Field(20000, alias="LUCY_TOOL_OUTPUT_MAX_CHARS", ge=500)
+
+    @field_validator("composio_toolkit_versions", "composio_auth_configs")
+    @classmethod
+    def _toolkit_pairs(cls, value: str) -> str:
+        _parse_pairs(value)  # raises ValueError with the bad entry named
+        return value
+
+    @field_validator("llm_context_tokens", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        # `LLM_CONTEXT_TOKENS=` in a .env file means "look it up", not an invalid integer.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -155,6 +207,16 @@ class Settings(BaseSettings):
     # Derived views -------------------------------------------------------------------------
 
     @property
+    def toolkit_versions(self) -> dict[str, str]:
+        """Composio toolkit version pins, toolkit slug (lower case) → version."""
+        return _parse_pairs(self.composio_toolkit_versions)
+
+    @property
+    def auth_config_ids(self) -> dict[str, str]:
+        """Composio auth config ids to use per toolkit slug (lower case)."""
+        return _parse_pairs(self.composio_auth_configs)
+
+    @property
     def fallback_models(self) -> list[str]:
         return [m.strip() for m in self.llm_fallback_models.split(",") if m.strip()]
 
@@ -185,6 +247,19 @@ class Settings(BaseSettings):
         ]
         values += [_url_password(self.database_url), _url_password(self.redis_url)]
         return [v for v in values if v and len(v) >= 6]
+
+
+def _parse_pairs(value: str) -> dict[str, str]:
+    """``"github=ac_1, gmail=ac_2"`` → ``{"github": "ac_1", "gmail": "ac_2"}``."""
+    pairs: dict[str, str] = {}
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        key, sep, val = entry.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"has an entry {entry!r} that is not toolkit=value")
+        pairs[key.strip().lower()] = val.strip()
+    return pairs
 
 
 def _url_password(url: str | None) -> str | None:

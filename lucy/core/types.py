@@ -109,6 +109,9 @@ class ApprovalRequired:
 
     approval: NeedsApproval
     text: str
+    # The agent loop's state (plain JSON: this turn's messages, tools, step, usage) so the
+    # turn can continue after the decision (LucyAgent.resume_turn).
+    state: JSON | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,12 @@ class ToolkitConnection:
     toolkit: str  # Composio toolkit slug, e.g. 'github'
     status: Literal["active", "inactive"]
     connected_account_id: str | None = None
+
+
+class ConnectedApps(Protocol):
+    """The toolkits a workspace has connected, for the prompt ("Connected apps: GitHub, Gmail")."""
+
+    async def active_toolkits(self, workspace: str) -> list[str]: ...
 
 
 class Connections(Protocol):

@@ -1,10 +1,76 @@
-"""`lucy tools rank`: placeholder until tool selection lands (issue 6)."""
+"""`lucy tools rank`: offline tool selection over a catalog, JSONL in, JSONL out.
+
+Reads Composio tool lists (a JSON file, or a directory of them), then for each request line
+``{"id", "text", "connected", ["history", "pinned"]}`` prints
+``{"id", "ranked", "selected", "tool_tokens"}``. ``tool_tokens`` counts what a turn would send:
+the selected app tools plus the two meta-tools. No network, no keys, no SDK imports.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
+from typing import Any
+
+from lucy.integrations.selection import ToolSelector, meta_tools
+
+
+def load_catalog(path: str) -> dict[str, list[dict[str, Any]]]:
+    """Tools by toolkit slug from a JSON file or every ``*.json`` file of a directory."""
+    root = Path(path)
+    files = sorted(root.glob("*.json")) if root.is_dir() else [root]
+    by_toolkit: dict[str, list[dict[str, Any]]] = {}
+    for file in files:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise ValueError(f"{file}: expected a JSON list of tool objects")
+        for tool in data:
+            toolkit = tool.get("toolkit")
+            slug = toolkit.get("slug") if isinstance(toolkit, dict) else toolkit
+            by_toolkit.setdefault(str(slug or file.stem).lower(), []).append(tool)
+    return by_toolkit
+
+
+def _answer(selector: ToolSelector, request: dict[str, Any], k: int, all_toolkits: set[str]) -> dict[str, Any]:
+    connected = [str(t).lower() for t in request.get("connected") or []]
+    text = str(request.get("text") or "")
+    history = str(request.get("history") or "")
+    ranked = selector.rank(text, connected, history=history, limit=k)
+    selection = selector.select(
+        text,
+        connected,
+        history=history,
+        pinned=[str(p) for p in request.get("pinned") or []],
+        meta=meta_tools(all_toolkits - set(connected)),
+    )
+    return {"id": request.get("id"), "ranked": ranked, "selected": selection.selected,
+            "tool_tokens": selection.tool_tokens}
 
 
 def run_rank(catalog: str, queries: str, k: int) -> int:
-    print("lucy tools rank is not implemented yet", file=sys.stderr)
-    return 2
+    try:
+        by_toolkit = load_catalog(catalog)
+    except (OSError, ValueError) as exc:
+        print(f"lucy tools rank: cannot read the catalog: {exc}", file=sys.stderr)
+        return 2
+    selector = ToolSelector()
+    for toolkit, tools in by_toolkit.items():
+        selector.add_toolkit(toolkit, tools)
+    try:
+        lines = Path(queries).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        print(f"lucy tools rank: cannot read the queries: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as exc:
+            print(f"lucy tools rank: {queries}:{number}: not JSON ({exc.msg})", file=sys.stderr)
+            return 2
+        out.write(json.dumps(_answer(selector, request, k, set(by_toolkit)), ensure_ascii=False) + "\n")
+    out.flush()
+    return 0

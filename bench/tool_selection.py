@@ -1,0 +1,161 @@
+"""Tool-selection benchmark: runs `lucy tools rank` and scores its output against gold tools.
+
+    .venv/bin/python bench/tool_selection.py            # dev (all / train / held-out), unseen, MetaTool
+    .venv/bin/python bench/tool_selection.py --only dev # one set
+
+Scoring with several gold slugs per request (aliases, or equally good tools): a request counts as
+a hit at k when ANY gold slug is among the first k ranked (recall@k = hit rate); MRR and nDCG@10
+use the rank of the first gold slug (nDCG with one relevant item, so it equals 1/log2(1+rank)).
+"nDCG@10 all" is the classic form with every gold slug relevant, for comparison with ToolRet-style
+numbers. `in selected` = any gold slug among the tools that would be sent. `tool tokens` is the
+median estimated tokens of everything sent (selected app tools + the two meta-tools).
+
+Ranking time is measured in-process on the same ToolSelector the command uses: `rank()` with ALL
+catalog toolkits connected (1,357 tools — the worst case), and `select()` with the request's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+from lucy.integrations.rank_cli import load_catalog  # noqa: E402
+from lucy.integrations.selection import ToolSelector  # noqa: E402
+
+COMPOSIO = SHARED / "composio" / "tools"
+SETS: dict[str, tuple[Path, Path, str]] = {
+    # name: (queries, catalog, which lines: all | train | heldout)
+    "dev": (SHARED / "bench" / "tool-selection" / "dev.jsonl", COMPOSIO, "all"),
+    "dev-train": (SHARED / "bench" / "tool-selection" / "dev.jsonl", COMPOSIO, "train"),
+    "dev-heldout": (SHARED / "bench" / "tool-selection" / "dev.jsonl", COMPOSIO, "heldout"),
+    "unseen": (ROOT / "tests" / "data" / "selection_unseen.jsonl", COMPOSIO, "all"),
+    "metatool": (SHARED / "bench" / "metatool" / "queries.jsonl", SHARED / "bench" / "metatool" / "tools", "all"),
+}
+K = 10
+
+
+def held_out(request_id: str) -> bool:
+    """Every 4th dev request (dev-004, dev-008, …) was set aside before tuning and never inspected."""
+    digits = "".join(ch for ch in request_id if ch.isdigit())
+    return bool(digits) and int(digits) % 4 == 0
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_cli(catalog: Path, queries: Path) -> tuple[dict[str, dict[str, Any]], float]:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lucy", "tools", "rank", "--catalog", str(catalog), "--queries", str(queries),
+         "-k", str(K)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    elapsed = time.perf_counter() - started
+    out = {row["id"]: row for row in map(json.loads, proc.stdout.splitlines())}
+    return out, elapsed
+
+
+def score(requests: list[dict[str, Any]], answers: dict[str, dict[str, Any]]) -> dict[str, float]:
+    hits = {1: 0, 5: 0, 10: 0}
+    mrr = ndcg = ndcg_all = in_selected = 0.0
+    tokens: list[int] = []
+    n_selected: list[int] = []
+    for request in requests:
+        answer = answers[request["id"]]
+        gold = set(request["gold"])
+        ranked = answer["ranked"][:K]
+        first = next((i for i, slug in enumerate(ranked) if slug in gold), None)
+        for k in hits:
+            hits[k] += first is not None and first < k
+        if first is not None:
+            mrr += 1 / (first + 1)
+            ndcg += 1 / math.log2(first + 2)
+        dcg = sum(1 / math.log2(i + 2) for i, slug in enumerate(ranked) if slug in gold)
+        ideal = sum(1 / math.log2(i + 2) for i in range(min(len(gold), K)))
+        ndcg_all += dcg / ideal
+        in_selected += bool(gold & set(answer["selected"]))
+        tokens.append(int(answer["tool_tokens"]))
+        n_selected.append(len(answer["selected"]))
+    n = len(requests)
+    return {
+        "n": n, "r@1": hits[1] / n, "r@5": hits[5] / n, "r@10": hits[10] / n, "mrr": mrr / n,
+        "ndcg@10": ndcg / n, "ndcg@10 all": ndcg_all / n, "in selected": in_selected / n,
+        "tool tokens": statistics.median(tokens), "tools sent": statistics.mean(n_selected),
+    }
+
+
+def timings(catalog: Path, requests: list[dict[str, Any]]) -> dict[str, float]:
+    by_toolkit = load_catalog(str(catalog))
+    started = time.perf_counter()
+    selector = ToolSelector()
+    for toolkit, tools in by_toolkit.items():
+        selector.add_toolkit(toolkit, tools)
+    build = time.perf_counter() - started
+    everything = list(by_toolkit)
+    rank_ms: list[float] = []
+    select_ms: list[float] = []
+    for _ in range(3):  # repeat: p99 over a few hundred samples, not one noisy pass
+        for request in requests:
+            t0 = time.perf_counter()
+            selector.rank(request["text"], everything, limit=K)
+            t1 = time.perf_counter()
+            selector.select(request["text"], request["connected"])
+            t2 = time.perf_counter()
+            rank_ms.append((t1 - t0) * 1000)
+            select_ms.append((t2 - t1) * 1000)
+    rank_ms.sort()
+    select_ms.sort()
+    return {
+        "index build s": build,
+        "rank p50 ms": statistics.median(rank_ms), "rank p99 ms": rank_ms[int(len(rank_ms) * 0.99) - 1],
+        "select p50 ms": statistics.median(select_ms), "select p99 ms": select_ms[int(len(select_ms) * 0.99) - 1],
+        "tools": sum(len(t) for t in by_toolkit.values()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(SETS), action="append", help="run only these sets")
+    args = parser.parse_args()
+    names = args.only or list(SETS)
+    cli_cache: dict[Path, tuple[dict[str, dict[str, Any]], float]] = {}
+    rows: list[tuple[str, dict[str, float], dict[str, float], float]] = []
+    for name in names:
+        queries, catalog, which = SETS[name]
+        requests = read_jsonl(queries)
+        if which != "all":
+            requests = [r for r in requests if held_out(r["id"]) == (which == "heldout")]
+        if queries not in cli_cache:
+            cli_cache[queries] = run_cli(catalog, queries)
+        answers, cli_seconds = cli_cache[queries]
+        rows.append((name, score(requests, answers), timings(catalog, requests), cli_seconds))
+
+    print("| set | n | R@1 | R@5 | R@10 | MRR | nDCG@10 | nDCG@10 all | in selected | tool tokens (median) "
+          "| tools sent (mean) | rank p50 / p99 ms (full catalog) | select p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, m, t, _ in rows:
+        print(f"| {name} | {m['n']} | {m['r@1']:.3f} | {m['r@5']:.3f} | {m['r@10']:.3f} | {m['mrr']:.3f} "
+              f"| {m['ndcg@10']:.3f} | {m['ndcg@10 all']:.3f} | {m['in selected']:.3f} | {m['tool tokens']:.0f} "
+              f"| {m['tools sent']:.1f} | {t['rank p50 ms']:.2f} / {t['rank p99 ms']:.2f} ({t['tools']:.0f} tools) "
+              f"| {t['select p50 ms']:.2f} / {t['select p99 ms']:.2f} |")
+    print()
+    for name, _, t, cli_seconds in rows:
+        print(f"{name}: index build {t['index build s']:.2f} s (once per process); "
+              f"`lucy tools rank` wall time for its whole file {cli_seconds:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

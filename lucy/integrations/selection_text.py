@@ -1,0 +1,443 @@
+"""Text normalisation for tool selection: tokens, a light stemmer, and query expansion.
+
+People write Slack requests in their own words ("kill the deploy", "nuke the branch", "PR",
+"mándale un correo"); Composio tools are described in API words ("cancel a workflow run",
+"delete a reference", "pull request", "send email"). This module closes that gap with general
+vocabulary of the domain, never with rules keyed to particular requests:
+
+* :func:`tokens` folds case and accents, splits identifiers (``parseLegacyToken``,
+  ``GITHUB_REPO_S_LIST``) and stems lightly, so "creating", "created" and "create" meet.
+* :data:`LEXICON` maps everyday, chat and non-English words to the words tools use. An
+  expansion is added next to the original word with a lower weight, so the original still
+  counts and a wrong expansion only nudges.
+* :func:`entity_words` turns shapes in the request (``owner/repo#12``, a commit sha, an email
+  address, a URL, a time of day) into the words that describe them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_RUN = re.compile(r"[^\W_]+")
+_IDENT_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD = re.compile(r"[a-z0-9]+")
+
+def _split(text: str) -> list[str]:
+    return text.split()
+
+
+# Function words that carry no intent. Verbs like "get", "list", "show" are NOT here: they do.
+STOPWORDS: frozenset[str] = frozenset(
+    _split(
+        """
+    a an the of to in on at for from by with and or but is are was were be been being am it its this that
+    these those i me my mine we us our you your he him his she her they them their there here as if so
+    do does did done can could would should will shall may might must pls please plz thanks thank
+    hey hi hello ok okay just also too very really rn asap now then than into onto about up out over via
+    lucy some someone anyone anything something what whats who whos whom which when where why how s t
+    im ive id youre thats dont doesnt didnt isnt wasnt cant wont
+    """
+    )
+)
+
+
+def fold(text: str) -> str:
+    """Lower-case and strip accents ("Änderungen" → "anderungen", "déplace" → "deplace")."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+def words(text: str) -> list[str]:
+    """Folded alphanumeric words, stopwords kept (phrases need them).
+
+    Identifiers that start in lower case split at their humps (``parseLegacyToken`` → parse
+    legacy token); capitalised brand words stay whole (``LinkedIn``, ``GitHub``, ``YouTube``).
+    """
+    out: list[str] = []
+    for run in _RUN.findall(text):
+        parts = _IDENT_HUMP.split(run) if run[:1].islower() else [run]
+        for part in parts:
+            out.extend(_WORD.findall(fold(part)))
+    return out
+
+
+_DOUBLE = re.compile(r"([bdfgklmnprt])\1$")
+
+
+def stem(word: str) -> str:
+    """A light English suffix stripper (plural, -ing, -ed, final e).
+
+    Deliberately weaker than Porter: tool vocabulary is small and precise, so conflating
+    "update"/"updated"/"updates" matters but "organization"/"organ" must stay apart.
+    """
+    w = word
+    if len(w) <= 3 or w.isdigit():
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        w = w[:-3] + "y"
+    elif w.endswith("sses"):
+        w = w[:-2]
+    elif w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    if w.endswith("ing") and len(w) > 5:
+        w = _DOUBLE.sub(r"\1", w[:-3])
+    elif w.endswith("ied") and len(w) > 4:
+        w = w[:-3] + "y"
+    elif w.endswith("ed") and len(w) > 4:
+        w = _DOUBLE.sub(r"\1", w[:-2])
+    if w.endswith("ation") and len(w) > 7:
+        w = w[:-3]  # creation → creat(e), invitation → invit(e)
+    elif w.endswith(("tion", "sion")) and len(w) > 7:
+        w = w[:-3]  # deletion → delet(e)
+    elif w.endswith("ment") and len(w) > 7:
+        w = w[:-4]  # attachment → attach, assignment → assign
+    elif w.endswith("al") and len(w) > 6 and w[-3] in "vt":
+        w = w[:-2]  # approval → approv(e), removal → remov(e), retrieval → retriev(e)
+    if w.endswith("e") and len(w) > 4:
+        w = w[:-1]
+    return w
+
+
+def tokens(text: str) -> list[str]:
+    """Stemmed content words of ``text`` (stopwords dropped), in order."""
+    return [stem(w) for w in words(text) if w not in STOPWORDS]
+
+
+# ---------------------------------------------------------------------------------------------
+# The lexicon: surface form (a word or a phrase, folded) → words the tools use. Grouped by
+# concept; every entry is about how people talk about apps, none about a particular request.
+# EXACT entries are the same thing in other words (abbreviations, app nicknames, other
+# languages); LOOSE entries are paraphrases that usually, not always, mean the target.
+# A hyphen joins the words of a phrase; a phrase whose last word is a particle ("take-off")
+# also matches with a few words between ("take jenny off the repo").
+# ---------------------------------------------------------------------------------------------
+
+EXACT = 0.9
+LOOSE = 0.5
+DATE = 0.3  # a day named in a request is often about the calendar, but not always ("since monday")
+
+_GROUPS: list[tuple[float, str, str]] = [
+    # --- actions ----------------------------------------------------------------------------
+    (LOOSE, "create", "make new add open start spin setup file log raise build init generate cut "
+     "spin-up set-up put write draft compose establish hook-up"),
+    (LOOSE, "delete", "remove nuke trash kill drop erase wipe destroy rm del purge scrap discard "
+     "get-rid take-down take-off bin ditch forget"),
+    (LOOSE, "remove", "delete take-off kick unassign revoke strip drop"),
+    (LOOSE, "update", "change edit modify rename set tweak adjust patch amend rewrite overwrite fix "
+     "reschedule postpone move-to push-back push mark toggle switch enable disable turn-on turn-off "
+     "close reopen resolve done complete finish check-off tick-off"),
+    (LOOSE, "list", "which all every show any many count enumerate browse whats what overview last recent latest"),
+    (LOOSE, "get", "show see view display check read fetch retrieve look-up pull grab tell details "
+     "info status summarize summary open whats what"),
+    (LOOSE, "search", "find look-for look-up locate query where mention mentioning lookup hunt dig"),
+    (LOOSE, "send", "email mail message ping dm text write-to notify shoot msg"),
+    (LOOSE, "reply", "respond answer get-back-to"),
+    (EXACT, "forward", "fwd pass-on"),
+    (LOOSE, "cancel", "stop abort halt kill terminate interrupt"),
+    (EXACT, "re run", "rerun re-run retry restart re-trigger retrigger"),
+    (LOOSE, "dispatch trigger run", "kick-off kickoff fire launch execute trigger run start"),
+    (LOOSE, "merge", "squash rebase land"),
+    (LOOSE, "review approve", "lgtm approve sign-off signoff request-changes"),
+    (LOOSE, "request", "ask"),
+    (LOOSE, "assign assignee", "plate owner give-to hand-to hand-off on-it"),
+    (LOOSE, "share permission", "give-access grant invite access"),
+    (LOOSE, "untrash restore", "recover undelete restore get-back bring-back"),
+    (LOOSE, "copy duplicate", "clone copy duplicate replicate"),
+    (LOOSE, "move", "relocate transfer put-in"),
+    (LOOSE, "upload", "attach put-on"),
+    (LOOSE, "download", "export save"),
+    (LOOSE, "event create", "schedule book block"),
+    (LOOSE, "memory add", "remember memorize note-that keep-in-mind"),
+    (LOOSE, "scrape extract", "scrape extract crawl"),
+    (LOOSE, "screenshot", "capture snapshot screencap"),
+    # --- objects ----------------------------------------------------------------------------
+    (EXACT, "pull request", "pr prs pull pulls mr merge-request"),
+    (EXACT, "repository", "repo repos"),
+    (LOOSE, "repository", "codebase project"),
+    (LOOSE, "issue", "ticket bug tickets bugs"),
+    (LOOSE, "comment", "note remark feedback reply discussion"),
+    (LOOSE, "branch reference", "branch ref"),
+    (LOOSE, "tag reference release", "tag tags version"),
+    (LOOSE, "commit", "sha committed"),
+    (LOOSE, "compare commit", "diff changed between"),
+    (LOOSE, "workflow run action", "ci actions pipeline build job run runs flaky flaked"),
+    (LOOSE, "deployment", "deploy deploys deployed prod production"),
+    (LOOSE, "secret", "credential creds env-var token key"),
+    (LOOSE, "webhook", "hook hooks callback"),
+    (LOOSE, "gist", "snippet paste"),
+    (LOOSE, "email message gmail", "mail inbox emails mails"),
+    (LOOSE, "thread", "conversation convo"),
+    (LOOSE, "contact people", "contacts address-book person"),
+    (LOOSE, "event calendar", "meeting meetings invite appointment standup sync call lunch 1:1 one-on-one "
+     "focus-time agenda"),
+    (DATE, "event calendar date", "today tomorrow tonight yesterday monday tuesday wednesday thursday friday "
+     "saturday sunday weekend next-week this-week"),
+    (EXACT, "calendar", "cal"),
+    (LOOSE, "attendee", "guest invitee participant"),
+    (LOOSE, "free busy slot", "availability available free busy"),
+    (EXACT, "document", "doc docs"),
+    (LOOSE, "document", "memo writeup write-up"),
+    (LOOSE, "spreadsheet", "sheet sheets"),
+    (LOOSE, "folder", "directory dir"),
+    (LOOSE, "file", "pdf deck slides attachment xlsx docx pptx csv"),
+    (LOOSE, "attachment", "attached attach"),
+    (LOOSE, "page", "wiki"),
+    (EXACT, "database", "db"),
+    (LOOSE, "database", "board tracker table"),
+    (LOOSE, "row", "entry record item"),
+    (LOOSE, "task", "todo to-do reminder chore"),
+    (LOOSE, "subscriber statistic", "subs subscribers views"),
+    (LOOSE, "insight statistic", "analytics reach engagement impressions metrics stats performance"),
+    (LOOSE, "post", "tweet"),
+    (LOOSE, "speech audio voice", "tts mp3 narrate narration voiceover"),
+    (LOOSE, "video", "clip"),
+    (LOOSE, "memory", "preference preferences"),
+    (LOOSE, "webpage url", "site website link"),
+    (LOOSE, "label", "tag category star"),
+    (LOOSE, "collaborator member", "contributor teammate people access"),
+    (LOOSE, "protection", "protected protect"),
+    (LOOSE, "alert scanning security", "vulnerability vulnerabilities cve"),
+    (LOOSE, "notification", "notifications unread mentions"),
+    (LOOSE, "milestone", "sprint"),
+    (EXACT, "log", "logs"),
+    (EXACT, "organization", "org orgs"),
+    (LOOSE, "organization", "company"),
+    (LOOSE, "authenticated user", "me my mine myself"),
+    # --- apps (how people name them) --------------------------------------------------------
+    (EXACT, "github", "gh"),
+    (EXACT, "facebook", "fb"),
+    (EXACT, "instagram", "insta ig"),
+    (EXACT, "youtube", "yt"),
+    (EXACT, "googledrive", "gdrive"),
+    (EXACT, "googledocs", "gdoc gdocs"),
+    (EXACT, "googlecalendar", "gcal"),
+    (EXACT, "elevenlabs", "11labs eleven-labs"),
+    (EXACT, "perplexityai", "perplexity"),
+    (EXACT, "browseai", "browse-ai"),
+    # --- other languages: the everyday verbs and nouns of requests ---------------------------
+    (EXACT, "create add", "erstellen erstelle anlegen lege eintragen trage hinzufugen fuge neu creer cree creez "
+     "ajouter ajoute nouveau nouvelle crear crea creame agregar agrega anadir anade nuevo nueva criar "
+     "adicionar"),
+    (EXACT, "delete", "loschen losche entfernen entferne supprimer supprime effacer efface borrar borra "
+     "eliminar elimina apagar"),
+    (EXACT, "update", "andern andere aktualisieren bearbeiten modifier modifie changer cambiar cambia "
+     "actualizar actualiza editar"),
+    (EXACT, "send email", "senden sende schicken schick envoyer envoie envoyez enviar envia manda mandale "
+     "mandar correo courriel"),
+    (EXACT, "list get", "zeigen zeige anzeigen montrer montre affiche afficher mostrar muestra"),
+    (EXACT, "search find", "suchen suche finden finde chercher cherche trouver trouve buscar busca encontrar"),
+    (EXACT, "move", "verschieben verschiebe deplacer deplace mover mueve"),
+    (EXACT, "share", "teilen teile partager partage compartir comparte"),
+    (EXACT, "copy duplicate", "kopieren kopiere dupliquer duplique duplicar duplica"),
+    (EXACT, "close update", "schliessen schliesse fermer ferme cerrar cierra"),
+    (EXACT, "reopen update", "reabrir reabre rouvrir rouvre wiedereroffnen"),
+    (EXACT, "event", "termin termine reunion rendez-vous cita"),
+    (EXACT, "calendar", "kalender calendrier agenda calendario"),
+    (EXACT, "folder", "ordner dossier carpeta pasta"),
+    (EXACT, "file", "datei fichier archivo"),
+    (EXACT, "message", "nachricht mensaje"),
+    (EXACT, "task", "aufgabe tache tarea tarefa"),
+    (EXACT, "comment", "kommentar commentaire comentario"),
+    (EXACT, "page", "seite pagina"),
+    (EXACT, "request changes review", "anderungen-anfordern"),
+]
+
+PARTICLES: frozenset[str] = frozenset({"off", "on", "up", "down", "out", "back", "over", "in", "to"})
+_MAX_GAP = 4  # words allowed between a verb and its particle
+
+
+def _surface_key(surface: str) -> tuple[str, ...]:
+    return tuple(stem(w) for w in _WORD.findall(fold(surface.replace("-", " ").replace(":", " "))))
+
+
+def _build_lexicon(
+    groups: Iterable[tuple[float, str, str]],
+) -> dict[tuple[str, ...], tuple[tuple[str, float], ...]]:
+    lexicon: dict[tuple[str, ...], dict[str, float]] = {}
+    for weight, targets, surfaces in groups:
+        for surface in surfaces.split():
+            key = _surface_key(surface)
+            if not key:
+                continue
+            bucket = lexicon.setdefault(key, {})
+            for target in targets.split():
+                t = stem(target)
+                bucket[t] = max(bucket.get(t, 0.0), weight)
+    return {key: tuple(value.items()) for key, value in lexicon.items()}
+
+
+LEXICON: dict[tuple[str, ...], tuple[tuple[str, float], ...]] = _build_lexicon(_GROUPS)
+MAX_PHRASE = max(len(key) for key in LEXICON)
+# Particle phrases by their verb, for the gapped match ("take … off").
+_GAPPED: dict[str, list[tuple[str, ...]]] = {}
+for _key in LEXICON:
+    if len(_key) == 2 and _key[1] in PARTICLES:
+        _GAPPED.setdefault(_key[0], []).append(_key)
+LEXICON_WORDS: frozenset[str] = frozenset(w for key in LEXICON for w in key)
+
+
+def expand(stems: list[str]) -> list[tuple[str, float]]:
+    """Expansion terms (stemmed) with their weight, for a stemmed word sequence.
+
+    ``stems`` keeps stopwords so that phrases ("get rid of", "take … off") stay phrases; the
+    longest phrase wins and shadows the single words inside it.
+    """
+    out: list[tuple[str, float]] = []
+    used: set[int] = set()
+    for i, first in enumerate(stems):
+        for key in _GAPPED.get(first, ()):
+            for j in range(i + 2, min(len(stems), i + 2 + _MAX_GAP)):
+                if stems[j] == key[1]:
+                    out.extend(LEXICON[key])
+                    used.update((i, j))
+                    break
+    i = 0
+    while i < len(stems):
+        if i in used:
+            i += 1
+            continue
+        for n in range(min(MAX_PHRASE, len(stems) - i), 0, -1):
+            hit = LEXICON.get(tuple(stems[i : i + n]))
+            if hit is not None:
+                out.extend(hit)
+                i += n
+                break
+        else:
+            i += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The shape of a request: what it asks (intent), what it carries (payload), what it names.
+# ---------------------------------------------------------------------------------------------
+
+# Quoted text, code and what follows "…: " are the payload: titles, messages, code. Their words
+# say little about which tool to call ("Migrate auth to Clerk" is a row title, not a migration).
+_PAYLOAD = re.compile(
+    r"```.*?```|`[^`]*`|\"[^\"]*\"|“[^”]*”|«[^»]*»|„[^“”]*[“”]|(?<!\w)'[^'\n]+'(?!\w)|‘[^’]*’",
+    re.S,
+)
+_COLON_TAIL = re.compile(r"^(?P<head>(?:\S+\s+){2,}?\S*?):\s(?P<tail>.*)$", re.S)
+
+# Shapes whose characters are names, not words (``acme/api`` is a repo, not an API), replaced by
+# words that describe them.
+_ENTITY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"https?://\S+"), "url webpage"),
+    (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"), "email address"),
+    (re.compile(r"(?<![\w/])[\w.-]+/[\w.-]+#\d+"), "repository issue pull request"),
+    (re.compile(r"(?<![\w/])#\d+\b"), "issue pull request"),
+    (re.compile(r"(?<![\w/.])[\w.-]*/?[\w-]+\.(?:ya?ml)\b", re.I), "file workflow"),
+    (re.compile(r"(?<![\w/.])[\w.-]*/?[\w-]+\.(?:json|toml|py|ts|tsx|js|go|rs|md|txt|cfg|ini)\b", re.I),
+     "file content path"),
+    (re.compile(r"(?<![\w/.])[\w-]+\.(?:pdf|xlsx?|docx?|pptx?|csv|png|jpe?g|zip|mp4|mp3)\b", re.I), "file"),
+    (re.compile(r"(?<![\w/:.@])[A-Za-z][\w.-]*/[A-Za-z][\w.-]*(?:/[\w.-]+)*(?![\w/])"), "repository"),
+    (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"), "commit sha"),
+    (re.compile(r"\bv\d+(?:\.\d+)+(?:\.x)?\b|\bv\d+\.x\b"), "release tag version"),
+    (re.compile(r"(?<![\w@])@[A-Za-z][\w-]+"), "user"),
+    (re.compile(r"\b\d{1,2}(?::\d\d)?\s?(?:am|pm)\b|\b\d{1,2}:\d\d\b", re.I), "event time calendar"),
+]
+# Where a URL points says which app it belongs to.
+_URL_HINTS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"docs\.google\.com/document"), "googledocs document"),
+    (re.compile(r"docs\.google\.com/(?:spreadsheets|presentation)"), "googledrive file"),
+    (re.compile(r"drive\.google\.com"), "googledrive file"),
+    (re.compile(r"(?:youtube\.com|youtu\.be)/"), "youtube video"),
+    (re.compile(r"github\.com/"), "github repository"),
+    (re.compile(r"figma\.com/"), "figma file"),
+    (re.compile(r"notion\.(?:so|site)/"), "notion page"),
+    (re.compile(r"linkedin\.com/"), "linkedin"),
+]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A request split into what it asks, what it names and what it carries."""
+
+    intent: str  # the request with payload and entity shapes removed
+    entities: tuple[str, ...]  # words describing the removed shapes
+    apps: tuple[str, ...]  # app words read off URLs
+    payload: str  # quoted or trailing content
+
+
+def parse(text: str) -> Parsed:
+    payload: list[str] = []
+
+    def cut(match: re.Match[str]) -> str:
+        payload.append(match.group(0))
+        return " "
+
+    rest = _PAYLOAD.sub(cut, text)
+    first, _, more = rest.partition("\n")
+    if more.strip():
+        payload.append(more)
+        rest = first
+    tail = _COLON_TAIL.match(rest)
+    if tail is not None:
+        payload.append(tail.group("tail"))
+        rest = tail.group("head")
+    apps: list[str] = []
+    for pattern, description in _URL_HINTS:
+        if pattern.search(text):
+            apps.extend(description.split())
+    entities: list[str] = []
+    for pattern, description in _ENTITY_PATTERNS:
+        rest, n = pattern.subn(" ", rest)
+        if n:
+            entities.extend(description.split())
+    return Parsed(intent=rest, entities=tuple(entities), apps=tuple(apps), payload=" ".join(payload))
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions: what a tool does to its object, and what a request asks to be done. A soft match of
+# the two keeps "which branches are protected?" on *list branches*, not *update protection*.
+# ---------------------------------------------------------------------------------------------
+
+READ, CREATE, UPDATE, DELETE = "read", "create", "update", "delete"
+
+_TOOL_VERBS: dict[str, str] = {
+    **dict.fromkeys(_split("list get fetch retrieve find search query check download export read view lookup "
+                    "describe count compare is"), READ),
+    **dict.fromkeys(_split("create add insert upload post send reply forward generate start run dispatch new "
+                    "request invite star follow fork copy duplicate render submit publish make "
+                    "schedule quick"), CREATE),
+    **dict.fromkeys(_split("update patch edit modify set move rename replace mark merge enable disable lock "
+                    "unlock transfer sync approve assign toggle rerun re untrash restore"), UPDATE),
+    **dict.fromkeys(_split("delete remove cancel stop clear archive trash unstar unfollow revoke empty "
+                    "batch_delete"), DELETE),
+}
+
+_REQUEST_VERBS: dict[str, str] = {
+    **dict.fromkeys(_split("list show get find search see check look pull grab fetch tell view read summarize "
+                    "summarise download export any which what whats who whos where when how is are did does "
+                    "has was were"), READ),
+    **dict.fromkeys(_split("create make new add open start file log spin setup schedule book post send email mail "
+                    "write draft upload invite share give grant ask request hook kick run trigger fork star "
+                    "follow remember save put cut ship block dm ping reply forward fwd generate render "
+                    "export duplicate copy clone turn record"), CREATE),
+    **dict.fromkeys(_split("update change edit rename set move mark close reopen reschedule push enable disable "
+                    "lock assign approve merge swap replace overwrite append rerun retry restart "
+                    "protect"), UPDATE),
+    **dict.fromkeys(_split("delete remove nuke kill trash drop cancel stop revoke unassign forget wipe clear "
+                    "archive unstar unfollow erase destroy"), DELETE),
+}
+
+
+def tool_action(slug_words: list[str]) -> str | None:
+    """The action class of a tool from the first verb in its slug (``ISSUES_CREATE`` → create)."""
+    for w in slug_words:
+        action = _TOOL_VERBS.get(w)
+        if action is not None:
+            return action
+    return None
+
+
+def request_action(intent_words: list[str]) -> str | None:
+    """The action class a request asks for, from its first action word (imperative or question)."""
+    for w in intent_words:
+        action = _REQUEST_VERBS.get(w)
+        if action is not None:
+            return action
+    return None

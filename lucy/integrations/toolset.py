@@ -1,0 +1,182 @@
+"""The tool definitions a workspace's model gets for one turn, and mid-turn tool search.
+
+Only the toolkits the workspace has connected contribute tools (the registry decides), and a
+request never carries more than 128 (OpenAI's hard limit). With a selector (issue 6's
+:class:`lucy.integrations.selection.ToolSelector`, passed in) the tools are the best few for the
+request within a token budget; without one, the first 128 in a fixed order. The ``search_tools``
+and ``connect_app`` meta-tools ride along in both cases.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from lucy.core.types import ToolDef
+from lucy.integrations.registry import IntegrationRegistry
+from lucy.integrations.schemas import SanitizedTool, ToolkitTools, ToolSchemaCache
+from lucy.log import get_logger
+
+log = get_logger("lucy.integrations.toolset")
+
+MAX_TOOLS = 128  # OpenAI rejects more (array_above_max_length)
+SEARCH_LIMIT = 8
+
+
+class SelectionLike(Protocol):
+    @property
+    def selected(self) -> list[str]: ...
+
+
+class Selector(Protocol):
+    """What the toolset needs of a tool selector (issue 6's ToolSelector has it)."""
+
+    def add_toolkit(self, toolkit: str, tools: list[dict[str, Any]]) -> None: ...
+
+    def has_toolkit(self, toolkit: str) -> bool: ...
+
+    def rank(self, text: str, toolkits: Iterable[str], *, history: str = "", limit: int = 50) -> list[str]: ...
+
+    def select(
+        self,
+        text: str,
+        toolkits: Iterable[str],
+        *,
+        history: str = "",
+        pinned: Iterable[str] = (),
+        definitions: Mapping[str, ToolDef] | None = None,
+        meta: Iterable[ToolDef] = (),
+    ) -> SelectionLike: ...
+
+
+def default_meta_tools(unconnected: Iterable[str]) -> list[ToolDef]:
+    from lucy.integrations.selection import meta_tools
+
+    return meta_tools(unconnected)
+
+
+def capped(toolkits: Sequence[ToolkitTools], limit: int) -> list[SanitizedTool]:
+    """At most ``limit`` tools, deterministically: toolkits take turns (so every connected app is
+    represented), each in Composio's order, deprecated tools last."""
+    queues = [
+        sorted(tk.tools, key=lambda t: t.deprecated)  # stable: keeps Composio's order otherwise
+        for tk in sorted(toolkits, key=lambda tk: tk.toolkit)
+    ]
+    chosen: list[SanitizedTool] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(q) for q in queues):
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < limit:
+                chosen.append(queue[depth])
+        depth += 1
+    return chosen
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def lexical_rank(query: str, tools: Iterable[SanitizedTool], limit: int) -> list[SanitizedTool]:
+    """A small fallback ranking for search without a selector: query words found in the slug
+    count double, in the description once."""
+    words = {w for w in _WORD.findall(query.lower()) if len(w) > 2}
+    scored: list[tuple[float, int, SanitizedTool]] = []
+    for position, tool in enumerate(tools):
+        slug_words = set(_WORD.findall(tool.slug.lower().replace("_", " ")))
+        description = str(tool.definition["function"].get("description", "")).lower()
+        score = sum(2.0 if w in slug_words else (1.0 if w in description else 0.0) for w in words)
+        if score > 0:
+            scored.append((-score, position, tool))
+    return [tool for _, _, tool in sorted(scored, key=lambda s: (s[0], s[1]))[:limit]]
+
+
+class WorkspaceToolset:
+    """Implements :class:`lucy.core.types.Toolset` and :class:`lucy.core.types.ToolCatalog`.
+
+    Args:
+        registry: which toolkits each workspace has connected.
+        schemas: the sanitised schemas of every toolkit.
+        selector: ranks tools per request; None → the first 128 in a fixed order.
+        connectable: toolkits that could be connected (``Connections.known_toolkits``), for the
+            ``connect_app`` enum.
+        meta_tools: builds the meta-tool definitions; None → no meta-tools.
+    """
+
+    def __init__(
+        self,
+        registry: IntegrationRegistry,
+        schemas: ToolSchemaCache,
+        *,
+        selector: Selector | None = None,
+        connectable: Callable[[], Iterable[str]] = lambda: (),
+        meta_tools: Callable[[Iterable[str]], list[ToolDef]] | None = default_meta_tools,
+        max_tools: int = MAX_TOOLS,
+        search_limit: int = SEARCH_LIMIT,
+    ) -> None:
+        self._registry = registry
+        self._schemas = schemas
+        self._selector = selector
+        self._connectable = connectable
+        self._meta_tools = meta_tools
+        self._max_tools = min(max_tools, MAX_TOOLS)
+        self._search_limit = search_limit
+
+    async def _loaded(self, workspace: str) -> list[ToolkitTools]:
+        active = await self._registry.active_toolkits(workspace)
+        loaded = await self._schemas.toolkits(active)
+        if self._selector is not None:
+            for tk in loaded:
+                if not self._selector.has_toolkit(tk.toolkit):
+                    self._selector.add_toolkit(tk.toolkit, [dict(r) for r in tk.raw])
+        return loaded
+
+    def _meta(self, connected: Iterable[str]) -> list[ToolDef]:
+        if self._meta_tools is None:
+            return []
+        unconnected = set(self._connectable()) - set(connected)
+        return self._meta_tools(sorted(unconnected))
+
+    async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]:
+        loaded = await self._loaded(workspace)
+        meta = self._meta(tk.toolkit for tk in loaded)
+        if self._selector is None:
+            tools = [t.definition for t in capped(loaded, self._max_tools - len(meta))]
+        else:
+            definitions = {t.slug: t.definition for tk in loaded for t in tk.tools}
+            selection = self._selector.select(
+                request, [tk.toolkit for tk in loaded], history=history_text, definitions=definitions, meta=meta
+            )
+            tools = [definitions[s] for s in selection.selected if s in definitions]
+        chosen = [*tools[: self._max_tools - len(meta)], *meta]
+        log.debug("tools_for_turn", workspace=workspace, tools=len(chosen), toolkits=[tk.toolkit for tk in loaded])
+        return chosen
+
+    async def search(self, workspace: str, query: str, exclude: frozenset[str] = frozenset()) -> list[ToolDef]:
+        """Up to ``search_limit`` more tools of the workspace's connected apps for ``query``,
+        leaving out names already in the turn (``exclude``)."""
+        loaded = await self._loaded(workspace)
+        by_slug = {t.slug: t for tk in loaded for t in tk.tools}
+        if self._selector is not None:
+            ranked = self._selector.rank(
+                query, [tk.toolkit for tk in loaded], limit=self._search_limit + len(exclude)
+            )
+            candidates = [by_slug[s] for s in ranked if s in by_slug]
+        else:
+            candidates = lexical_rank(query, by_slug.values(), self._search_limit + len(exclude))
+        found = [t.definition for t in candidates if t.name not in exclude and t.slug not in exclude]
+        return found[: self._search_limit]
+
+
+async def get_workspace_tools(
+    workspace: str,
+    registry: IntegrationRegistry,
+    schemas: ToolSchemaCache,
+    *,
+    request: str = "",
+    selector: Selector | None = None,
+    limit: int = MAX_TOOLS,
+) -> list[ToolDef]:
+    """OpenAI-format tool definitions of ``workspace``'s active toolkits only, at most ``limit``
+    (≤ 128), without meta-tools."""
+    toolset = WorkspaceToolset(registry, schemas, selector=selector, meta_tools=None, max_tools=limit)
+    return await toolset.tools_for_turn(workspace, request)
