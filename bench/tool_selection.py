@@ -96,6 +96,10 @@ def score(requests: list[dict[str, Any]], answers: dict[str, dict[str, Any]]) ->
     }
 
 
+def _p99(sorted_values: list[float]) -> float:
+    return sorted_values[min(len(sorted_values) - 1, math.ceil(len(sorted_values) * 0.99) - 1)]
+
+
 def timings(catalog: Path, requests: list[dict[str, Any]]) -> dict[str, float]:
     by_toolkit = load_catalog(str(catalog))
     started = time.perf_counter()
@@ -106,21 +110,22 @@ def timings(catalog: Path, requests: list[dict[str, Any]]) -> dict[str, float]:
     everything = list(by_toolkit)
     rank_ms: list[float] = []
     select_ms: list[float] = []
-    for _ in range(3):  # repeat: p99 over a few hundred samples, not one noisy pass
-        for request in requests:
-            t0 = time.perf_counter()
-            selector.rank(request["text"], everything, limit=K)
-            t1 = time.perf_counter()
-            selector.select(request["text"], request["connected"])
-            t2 = time.perf_counter()
-            rank_ms.append((t1 - t0) * 1000)
-            select_ms.append((t2 - t1) * 1000)
+    # One pass on a fresh selector: each request is seen once, as in real traffic (the spelling
+    # fixes it caches would make a second pass look faster than a first turn is).
+    for request in requests:
+        t0 = time.perf_counter()
+        selector.rank(request["text"], everything, limit=K)
+        t1 = time.perf_counter()
+        selector.select(request["text"], request["connected"])
+        t2 = time.perf_counter()
+        rank_ms.append((t1 - t0) * 1000)
+        select_ms.append((t2 - t1) * 1000)
     rank_ms.sort()
     select_ms.sort()
     return {
         "index build s": build,
-        "rank p50 ms": statistics.median(rank_ms), "rank p99 ms": rank_ms[int(len(rank_ms) * 0.99) - 1],
-        "select p50 ms": statistics.median(select_ms), "select p99 ms": select_ms[int(len(select_ms) * 0.99) - 1],
+        "rank p50 ms": statistics.median(rank_ms), "rank p99 ms": _p99(rank_ms),
+        "select p50 ms": statistics.median(select_ms), "select p99 ms": _p99(select_ms),
         "tools": sum(len(t) for t in by_toolkit.values()),
     }
 

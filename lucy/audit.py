@@ -190,7 +190,8 @@ def _arguments(arguments: Any) -> str:
     if arguments in (None, {}, []):
         return "-"
     if isinstance(arguments, Mapping):
-        text = ", ".join(f"{k}={_value(v)}" for k, v in arguments.items())
+        # jsonb keeps its own key order; sorted reads the same every time.
+        text = ", ".join(f"{k}={_value(v)}" for k, v in sorted(arguments.items()))
     else:
         text = _value(arguments)
     return _one_line(text, _ARGS_WIDTH)

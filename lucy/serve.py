@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from lucy.cache import make_cache
 from lucy.config import Settings
@@ -76,22 +77,67 @@ async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
 
     from lucy.web.server import build_app
 
+    slack: Any = None
+    close_integrations: Callable[[], Awaitable[None]] | None = None
     if not deps.settings.slack_configured:
         log.warning(
             "Slack is not configured: set SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
             "SLACK_CLIENT_SECRET (several); serving health and metrics only"
         )
-    app = build_app(deps.metrics, deps.pool)
+    else:
+        slack, close_integrations = await _build_slack(deps)
+    app = build_app(deps.metrics, deps.pool, extra_routes=slack.routes if slack is not None else None)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host="0.0.0.0", port=deps.settings.port)
     await site.start()
+    if slack is not None:
+        await slack.start()  # Socket Mode connects here (when SLACK_APP_TOKEN is set)
     log.info("lucy is listening", port=deps.settings.port)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
         await runner.cleanup()
+        if slack is not None:
+            await slack.stop()  # closes Socket Mode, lets answers in progress finish
+        if close_integrations is not None:
+            await close_integrations()
+
+
+async def _build_slack(deps: Deps) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    """The agent, the integrations layer and the Slack runtime around them."""
+    from lucy.core.agent import AgentDeps, AgentLimits, LucyAgent
+    from lucy.core.llm import LiteLLM, LLMConfig
+    from lucy.core.memory import ThreadMemory
+    from lucy.integrations.composio_client import client_from_settings
+    from lucy.integrations.worker import build_integrations
+    from lucy.slack.app import build_slack
+
+    settings = deps.settings
+    # Importing the Composio SDK and litellm takes seconds of CPU: keep it off the event loop.
+    client = await asyncio.to_thread(client_from_settings, settings)
+    llm = await asyncio.to_thread(LiteLLM, LLMConfig.from_settings(settings))
+    integrations = build_integrations(settings, deps.pool, deps.cache, client=client)
+    await integrations.connections.refresh_known_toolkits()  # for /lucy-connect's loose matching
+    memory = ThreadMemory(deps.pool)
+    agent = LucyAgent(AgentDeps(
+        llm=llm, toolset=integrations.toolset, executor=integrations.worker, memory=memory,
+        apps=_ConnectedApps(integrations.registry), catalog=integrations.toolset,
+        limits=AgentLimits.from_settings(settings), metrics=deps.metrics,
+    ))
+    runtime = await build_slack(deps, agent=agent, connections=integrations.connections, memory=memory)
+    return runtime, integrations.aclose
+
+
+class _ConnectedApps:
+    """The agent's ConnectedApps port over the registry (which answers with a frozenset)."""
+
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    async def active_toolkits(self, workspace: str) -> list[str]:
+        return sorted(await self._registry.active_toolkits(workspace))
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -21,6 +21,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 pytest_plugins = ["tests.fakes.fake_llm"]  # the `fake_llm` fixture (a fake OpenAI-compatible server)
 pytest_plugins.append("tests.fakes.fake_composio")  # the `fake_composio` fixture (a fake Composio API)
+pytest_plugins.append("tests.fakes.fake_slack")  # the `fake_slack` fixture (a fake Slack Web API)
 
 ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

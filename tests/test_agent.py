@@ -507,7 +507,7 @@ async def test_needs_connection_ends_the_turn_with_the_link(fake_llm: FakeLLM, p
         return NeedsConnection(toolkit="notion", connect_url="https://connect.composio.dev/link/abc")
 
     r = rig(fake_llm, pool, executor=ScriptedExecutor({CONNECT_APP: connect}))
-    fake_llm.script(tool_call(CONNECT_APP, {"toolkit": "notion"}, id="c_conn"))
+    fake_llm.script(tool_call(CONNECT_APP, {"app": "notion"}, id="c_conn"))
     outcome = await r.agent.run_turn(turn("add this to my notion"), r.progress)
 
     assert isinstance(outcome, ConnectionRequired)
@@ -538,7 +538,7 @@ async def test_needs_approval_stops_and_resumes_after_the_decision(fake_llm: Fak
     assert isinstance(resumed, Answer) and resumed.text == "Approved and created: issue #9."
     sent = fake_llm.requests[-1].messages
     assert "awaiting_approval" in next(m["content"] for m in sent if m.get("tool_call_id") == "c_ap")
-    assert '"number": 9' in sent[-1]["content"] and "untrusted-tool-output" in sent[-1]["content"]
+    assert '"number":9' in sent[-1]["content"] and "untrusted-tool-output" in sent[-1]["content"]
 
 
 async def test_search_tools_widens_the_tool_list_mid_turn(fake_llm: FakeLLM, pool: Any) -> None:
@@ -591,3 +591,55 @@ async def test_usage_and_cost_are_summed_over_the_turn(fake_llm: FakeLLM, pool: 
     assert isinstance(outcome, Answer)
     assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == (2200, 60)
     assert outcome.usage.cost_usd == pytest.approx(2200 * 0.15e-6 + 60 * 0.6e-6)
+
+
+# --- end to end with the real integrations layer ------------------------------------------------------
+
+
+class RegistryApps:
+    def __init__(self, registry: Any) -> None:
+        self._registry = registry
+
+    async def active_toolkits(self, workspace: str) -> list[str]:
+        return sorted(await self._registry.active_toolkits(workspace))
+
+
+async def test_end_to_end_with_the_real_worker_and_fake_composio(fake_llm: FakeLLM, pool: Any,
+                                                                 cache_prefix: str) -> None:
+    from lucy.cache import memory_cache
+    from lucy.config import Settings
+    from lucy.integrations.composio_client import ComposioClient
+    from lucy.integrations.worker import build_integrations
+    from tests.fakes.fake_composio import FakeComposio
+
+    async with FakeComposio() as composio:
+        settings = Settings(_env_file=None, COMPOSIO_API_KEY=composio.api_key,  # type: ignore[call-arg]
+                            COMPOSIO_BASE_URL=composio.base_url)
+        client = ComposioClient(api_key=composio.api_key, base_url=composio.base_url, timeout=5)
+        cache = memory_cache(cache_prefix)
+        integrations = build_integrations(settings, pool, cache, client=client)
+        composio.connect(WS, "github")
+        composio.connect("T0OTHER", "github")
+        composio.set_result("GITHUB_CREATE_AN_ISSUE", {"number": 42, "html_url": "https://github.com/acme/app/issues/42"})
+        llm = LiteLLM(LLMConfig(model="openai/fake", api_base=fake_llm.base_url, api_key="sk-test"))
+        agent = LucyAgent(AgentDeps(
+            llm=llm, toolset=integrations.toolset, executor=integrations.worker, memory=ThreadMemory(pool),
+            apps=RegistryApps(integrations.registry), catalog=integrations.toolset, clock=lambda: NOW))
+        fake_llm.script([
+            tool_call("GITHUB_CREATE_AN_ISSUE", {"owner": "acme", "repo": "app", "title": "Login broken"}, id="c_gh"),
+            text("Created <https://github.com/acme/app/issues/42|#42>."),
+        ])
+        try:
+            outcome = await agent.run_turn(turn("file 'Login broken' in acme/app"), RecordingProgress())
+        finally:
+            await integrations.aclose()
+            await cache.close()
+
+        assert isinstance(outcome, Answer) and "#42" in outcome.text
+        assert [(e.user_id, e.slug) for e in composio.executes] == [(WS, "GITHUB_CREATE_AN_ISSUE")]
+        assert composio.executes[0].arguments["title"] == "Login broken"
+        first = fake_llm.requests[0]
+        assert "GITHUB_CREATE_AN_ISSUE" in first.tool_names and "Connected apps: GitHub (github)." in first.system
+        assert "issues/42" in fake_llm.requests[1].tool_results()["c_gh"]
+        rows = await pool.fetch("SELECT workspace_id, tool, status FROM audit_log")
+        assert [tuple(r) for r in rows] == [(WS, "GITHUB_CREATE_AN_ISSUE", "executed")]

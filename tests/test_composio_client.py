@@ -99,7 +99,7 @@ async def test_a_slow_read_times_out(fake_composio: FakeComposio) -> None:
     client = ComposioClient(
         api_key=fake_composio.api_key, base_url=fake_composio.base_url, timeout=0.2, read_deadline=0.3, retry=FAST
     )
-    fake_composio.slow("GET /connected_accounts", 2.0, times=5)
+    fake_composio.slow("GET /connected_accounts", 0.8, times=5)
     try:
         with pytest.raises(IntegrationTimeoutError) as caught:
             await client.list_connected_accounts("T1")
@@ -123,7 +123,7 @@ async def test_an_execute_timeout_is_reported_and_the_action_may_have_happened(
     client: ComposioClient, fake_composio: FakeComposio
 ) -> None:
     fake_composio.connect("T1", "github")
-    fake_composio.slow("POST /tools/execute/*", 2.0)
+    fake_composio.slow("POST /tools/execute/*", 0.6)
 
     with pytest.raises(IntegrationTimeoutError):
         await client.execute("GITHUB_GET_THE_AUTHENTICATED_USER", {}, user_id="T1", time_limit=0.2)

@@ -128,7 +128,8 @@ def test_every_destructive_tool_in_the_catalog_asks_by_default(catalog: dict[str
 def test_defaults_reads_run_requested_writes_run_tainted_writes_ask() -> None:
     assert verdict_for("GITHUB_GET_A_REPOSITORY", "read", None, turn_tainted=True).action == "run"
     assert verdict_for("GITHUB_CREATE_AN_ISSUE", "write", None, turn_tainted=False).action == "run"
-    tainted = verdict_for("GITHUB_CREATE_AN_ISSUE", "write", None, turn_tainted=True, tainted_by=["GITHUB_GET_AN_ISSUE"])
+    tainted = verdict_for("GITHUB_CREATE_AN_ISSUE", "write", None, turn_tainted=True,
+                          tainted_by=["GITHUB_GET_AN_ISSUE"])
     assert tainted.action == "ask" and "GITHUB_GET_AN_ISSUE" in tainted.reason
 
 
@@ -308,3 +309,43 @@ async def test_a_denied_tool_is_refused_without_an_approval_request(
     assert result.action == "deny" and executor.executed == []
     assert result.reason == "A workspace admin has turned this tool off for this workspace."
     assert await store.list_pending("T1") == []
+
+
+async def test_worker_policy_fills_the_workers_call_policy_seam(pool: Any, catalog: dict[str, dict[str, Any]]) -> None:
+    from lucy.core.types import NeedsApproval, ToolkitConnection, ToolResult
+    from lucy.integrations.policy import WorkerPolicy
+    from lucy.integrations.schemas import sanitize_tool
+    from lucy.integrations.worker import Allow, Deny, PreparedCall
+    from lucy.ratelimit import MemoryRateBackend, RateLimiter
+
+    connection = ToolkitConnection("github", "active", "ca_1")
+
+    def prepared(slug: str, arguments: dict[str, Any], call_id: str) -> PreparedCall:
+        tool = sanitize_tool(catalog[slug])
+        return PreparedCall(turn(), ToolCall(call_id, tool.name, arguments), tool, arguments, connection)
+
+    store = ApprovalStore(pool)
+    limiter = RateLimiter(MemoryRateBackend(), user_tools=3, workspace_tools=100)
+    policy = WorkerPolicy(ApprovalGate(ApprovalPolicy(pool), store), raw_tools=catalog.get, limiter=limiter)
+
+    read = prepared("GITHUB_GET_AN_ISSUE", {"owner": "octo", "repo": "hello", "issue_number": 7}, "c1")
+    assert isinstance(await policy.before_execute(read), Allow)
+    await policy.after_execute(read, ToolResult("c1", read.call.name, ISSUE))
+
+    comment = prepared("GITHUB_CREATE_AN_ISSUE_COMMENT", {"owner": "octo", "repo": "hello", "issue_number": 7,
+                                                          "body": "Done"}, "c2")
+    asked = await policy.before_execute(comment)
+    assert isinstance(asked, NeedsApproval) and asked.tool == "GITHUB_CREATE_AN_ISSUE_COMMENT"
+    stored = await store.get(asked.approval_id)
+    assert stored is not None and stored.state["call_name"] == comment.call.name and stored.toolkit == "github"
+
+    # Without the raw object the sanitised tool's description still classifies it.
+    bare = WorkerPolicy(ApprovalGate(ApprovalPolicy(pool), store))
+    delete = prepared("GITHUB_DELETE_A_REPOSITORY", {"owner": "octo", "repo": "hello"}, "c3")
+    assert isinstance(await bare.before_execute(delete), NeedsApproval)
+
+    # The third tool run of this person in the window is the last one allowed.
+    assert isinstance(await policy.before_execute(read), Allow)
+    limited = await policy.before_execute(read)
+    assert isinstance(limited, Deny)
+    assert limited.reason.startswith("I've run as many actions for you as I may (3 a minute)")

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 
 from lucy.core.types import Answer, ConnectionRequired
-from tests.fakes.fake_slack import FakeSlack, fake_slack  # noqa: F401  (fixture)
+from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_ports import FakeConnections, ScriptedAgent, SlackHarness, Step
 
 CHANNEL = "C0GENERAL"

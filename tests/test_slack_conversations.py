@@ -11,7 +11,7 @@ import pytest
 
 from lucy.core.types import Answer, Failure, NeedsConnection, ToolCall
 from lucy.errors import LLMError
-from tests.fakes.fake_slack import FakeSlack, fake_slack  # noqa: F401  (fixture)
+from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_ports import ScriptedAgent, SlackHarness, Step, ok, slack_settings
 
 CHANNEL = "C0GENERAL"
@@ -327,3 +327,34 @@ async def test_uninstall_removes_what_belongs_to_the_workspace(pool: Any, fake_s
 def test_settings_helper_is_single_workspace_http(fake_slack: FakeSlack) -> None:
     s = slack_settings(fake_slack)
     assert not s.socket_mode and not s.multi_workspace and s.slack_configured
+
+
+async def test_old_claims_and_abandoned_connection_requests_are_pruned(pool: Any) -> None:
+    from lucy.slack.dedupe import Claims
+
+    claims = Claims(pool)
+    assert await claims.claim_event("EvOLD", "T1") and await claims.claim_event("EvNEW", "T1")
+    assert await claims.claim_message("T1", "C1", "1.1")
+    await pool.execute("UPDATE processed_events SET received_at = now() - interval '3 days' WHERE event_id = 'EvOLD'")
+    await pool.execute("UPDATE processed_messages SET received_at = now() - interval '3 days'")
+    await pool.execute(
+        "INSERT INTO pending_actions (id, workspace_id, kind, channel, thread_ts, slack_user, toolkit, expires_at) "
+        "VALUES ('p1', 'T1', 'connection', 'C1', '1.1', 'U1', 'github', now() - interval '1 minute')")
+    assert await claims.prune() == 2
+    assert not await claims.claim_event("EvNEW", "T1")  # still remembered
+    assert await claims.claim_event("EvOLD", "T1")  # long past Slack's retry window: forgotten
+    assert await pool.fetchval("SELECT status FROM pending_actions WHERE id = 'p1'") == "expired"
+
+
+async def test_two_lucy_instances_answer_a_redelivered_message_once(pool: Any, fake_slack: FakeSlack) -> None:
+    first_agent, second_agent = ScriptedAgent([Step(Answer("One."), delay=0.2)]), ScriptedAgent()
+    async with SlackHarness.start(pool, fake_slack, agent=first_agent) as one, \
+            SlackHarness.start(pool, fake_slack, agent=second_agent) as two:
+        msg = fake_slack.user_message(CHANNEL, "U0ALICE", "<@U0LUCY> hi")
+        await one.sender.event(fake_slack.app_mention_event(msg))
+        await two.sender.event(fake_slack.app_mention_event(msg))  # the twin event, on the other instance
+        await two.sender.event(fake_slack.message_event(msg), retry_num=1)
+        await one.idle()
+        await two.idle()
+    assert [m.text for m in answers(fake_slack, CHANNEL, msg.ts)] == ["One."]
+    assert (len(first_agent.turns), len(second_agent.turns)) == (1, 0)

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from lucy.core.types import Answer
-from tests.fakes.fake_slack import FakeSlack, fake_slack  # noqa: F401  (fixture)
+from tests.fakes.fake_slack import FakeSlack
 from tests.fakes.slack_ports import ScriptedAgent, SlackHarness, Step, slack_settings
 
 CHANNEL = "C0GENERAL"

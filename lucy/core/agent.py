@@ -33,9 +33,9 @@ from lucy.core.llm import LLM, LLMReply, LLMToolCall, add_usage
 from lucy.core.memory import (
     HistoryStore,
     estimate_tokens,
-    fit_history,
+    fit_history_counted,
+    message_tokens,
     recent_text,
-    sanitize,
     shorten_tool_outputs,
     user_message,
 )
@@ -89,9 +89,9 @@ SEARCH_TOOLS_DEF: ToolDef = {"type": "function", "function": {
 CONNECT_APP_DEF: ToolDef = {"type": "function", "function": {
     "name": CONNECT_APP,
     "description": "Offer the person a Connect button for an app that is not connected yet.",
-    "parameters": {"type": "object", "properties": {"toolkit": {
+    "parameters": {"type": "object", "properties": {"app": {
         "type": "string", "description": "The app's toolkit slug, e.g. github, gmail, notion, googlecalendar"}},
-        "required": ["toolkit"]},
+        "required": ["app"]},
 }}
 
 
@@ -186,7 +186,7 @@ class _Prompt:
     fitted: tuple[int, list[JSON]] | None = None  # (tokens, messages)
 
     def __post_init__(self) -> None:
-        self.system_tokens = estimate_tokens({"content": self.system})
+        self.system_tokens = message_tokens({"content": self.system})
 
 
 class LucyAgent:
@@ -194,6 +194,10 @@ class LucyAgent:
 
     def __init__(self, deps: AgentDeps) -> None:
         self._d = deps
+        # Token estimates of tool definitions by name: the same tools come back turn after turn,
+        # and serialising 20 schemas costs more than the rest of the estimate. Only an estimate,
+        # so a schema that changed under the same name is harmless.
+        self._tool_tokens: dict[str, int] = {}
 
     async def run_turn(self, turn: Turn, progress: ProgressSink) -> Outcome:
         with turn_context(workspace=turn.workspace, channel=turn.channel, thread=turn.thread_ts,
@@ -225,7 +229,7 @@ class LucyAgent:
             state = TurnState(messages=[note], tools=prior.tools, step=prior.step, usage=prior.usage,
                               tool_calls=prior.tool_calls, saved=0)
             try:
-                history = (await self._d.memory.load(turn.workspace, turn.channel, turn.thread_ts))
+                history = await self._d.memory.load(turn.workspace, turn.channel, turn.thread_ts)
                 connected = await self._connected(turn.workspace)
                 outcome = await self._loop(turn, progress, state, _Prompt(self._system(turn, connected), history))
             except asyncio.CancelledError:
@@ -340,7 +344,10 @@ class LucyAgent:
 
     async def _search(self, turn: Turn, state: TurnState, p: _Prepared) -> _Ran:
         query = str(p.arguments.get("query", "")).strip()
-        if self._d.catalog is None or not query:
+        if self._d.catalog is None:
+            return _Ran(ToolResult(p.id, p.name, {"error": "Tool search is not available; use the tools you have."},
+                                   ok=False), from_app=False)
+        if not query:
             return _Ran(ToolResult(p.id, p.name, {"error": "Tool search needs a query."}, ok=False), from_app=False)
         try:
             found = await self._d.catalog.search(turn.workspace, query, frozenset(state.tool_names))
@@ -397,18 +404,27 @@ class LucyAgent:
 
     def _history_budget(self, prompt: _Prompt, tools: list[ToolDef], tail: list[JSON]) -> int:
         if prompt.tools_tokens[0] != len(tools):  # the list only grows (search_tools) within a turn
-            prompt.tools_tokens = (len(tools), estimate_tokens(tools))
+            prompt.tools_tokens = (len(tools), sum(self._tokens_of_tool(t) for t in tools))
         llm = self._d.llm
-        used = prompt.system_tokens + prompt.tools_tokens[1] + estimate_tokens(tail)
+        used = prompt.system_tokens + prompt.tools_tokens[1] + sum(message_tokens(m) for m in tail)
         return max(0, int(llm.context_tokens * (1 - self._d.limits.context_margin)) - llm.max_output_tokens - used)
 
     def _fit(self, prompt: _Prompt, budget: int) -> list[JSON]:
         # Refit only when the budget no longer holds the last fit (tool outputs grew this turn).
         if prompt.fitted is not None and prompt.fitted[0] <= budget:
             return prompt.fitted[1]
-        fitted = fit_history(prompt.history, budget)
-        prompt.fitted = (estimate_tokens(fitted), fitted)
+        fitted, tokens = fit_history_counted(prompt.history, budget)
+        prompt.fitted = (tokens, fitted)
         return fitted
+
+    def _tokens_of_tool(self, tool: ToolDef) -> int:
+        name = str(tool.get("function", {}).get("name", ""))
+        tokens = self._tool_tokens.get(name)
+        if tokens is None:
+            if len(self._tool_tokens) > 20_000:  # bounded: a catalog is ~1,400 tools
+                self._tool_tokens.clear()
+            tokens = self._tool_tokens[name] = estimate_tokens(tool)
+        return tokens
 
     def _tool_message(self, p: _Prepared, ran: _Ran) -> JSON:
         result = ran.result

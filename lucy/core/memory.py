@@ -26,7 +26,8 @@ from lucy.errors import DatabaseError
 
 HISTORY_LIMIT = 400  # newest rows loaded per turn (plus the thread's first message)
 _CHARS_PER_TOKEN = 3  # conservative for English JSON; non-ASCII is \u-escaped, so also safe
-_MESSAGE_OVERHEAD_TOKENS = 4
+_MESSAGE_OVERHEAD_TOKENS = 8  # role, keys and the provider's per-message framing
+_CALL_OVERHEAD_TOKENS = 12  # id, type and keys of one tool call
 _OLD_TOOL_OUTPUT_CHARS = 400
 _PINNED_MAX_CHARS = 4000
 _MISSING_RESULT = "(no result was recorded for this call)"
@@ -188,9 +189,29 @@ class InMemoryThreadMemory:
 # --- fitting a history to the context window -------------------------------------------------
 
 
-def estimate_tokens(message: JSON | Sequence[JSON]) -> int:
-    """A fast, deliberately high token estimate (no tokenizer: it runs on every turn)."""
-    return len(json.dumps(message)) // _CHARS_PER_TOKEN + _MESSAGE_OVERHEAD_TOKENS
+def estimate_tokens(value: Any) -> int:
+    """A deliberately high token estimate of any JSON value (tool definitions, whole prompts)."""
+    return len(json.dumps(value)) // _CHARS_PER_TOKEN + _MESSAGE_OVERHEAD_TOKENS
+
+
+def message_tokens(message: JSON) -> int:
+    """:func:`estimate_tokens` for one chat message, without serialising it (runs per message per turn)."""
+    tokens = _MESSAGE_OVERHEAD_TOKENS
+    content = message.get("content")
+    if isinstance(content, str):
+        tokens += _text_tokens(content)
+    elif content is not None:
+        tokens += estimate_tokens(content)  # a list of content parts
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        tokens += _CALL_OVERHEAD_TOKENS + _text_tokens(str(function.get("name", "")))
+        tokens += _text_tokens(str(function.get("arguments") or ""))
+    return tokens
+
+
+def _text_tokens(text: str) -> int:
+    # UTF-8 bytes / 3: ~4 chars per token for English, and CJK (3 bytes, ~1 token) is not undercounted.
+    return (len(text) if text.isascii() else len(text.encode())) // _CHARS_PER_TOKEN
 
 
 def valid_arguments(raw: Any) -> str:
@@ -249,7 +270,7 @@ def _units(history: Sequence[JSON]) -> list[_Unit]:
         else:
             units.append(_Unit([message], 0))
     for unit in units:
-        unit.tokens = sum(estimate_tokens(m) for m in unit.messages)
+        unit.tokens = sum(message_tokens(m) for m in unit.messages)
     return units
 
 
@@ -267,18 +288,25 @@ def _shortened(message: JSON, max_chars: int, note: str) -> JSON:
 
 def _shorten_tool_outputs(unit: _Unit) -> None:
     unit.messages = shorten_tool_outputs(unit.messages, _OLD_TOOL_OUTPUT_CHARS, " …(older tool output shortened)")
-    unit.tokens = sum(estimate_tokens(m) for m in unit.messages)
+    unit.tokens = sum(message_tokens(m) for m in unit.messages)
 
 
 def fit_history(history: Sequence[JSON], budget_tokens: int) -> list[JSON]:
     """The sanitised history, shortened to about ``budget_tokens`` (never an error)."""
+    return fit_history_counted(history, budget_tokens)[0]
+
+
+def fit_history_counted(history: Sequence[JSON], budget_tokens: int) -> tuple[list[JSON], int]:
+    """:func:`fit_history`, and the estimated tokens of what it returns."""
     units = _units(sanitize(history))
-    if sum(u.tokens for u in units) <= budget_tokens:
-        return [m for u in units for m in u.messages]
+    total = sum(u.tokens for u in units)
+    if total <= budget_tokens:
+        return [m for u in units for m in u.messages], total
     for unit in units[:-4]:  # the latest exchanges keep their tool outputs
         _shorten_tool_outputs(unit)
-    if sum(u.tokens for u in units) <= budget_tokens:
-        return [m for u in units for m in u.messages]
+    total = sum(u.tokens for u in units)
+    if total <= budget_tokens:
+        return [m for u in units for m in u.messages], total
     pinned = _pinned(units[0]) if units and units[0].messages[0].get("role") == "user" else None
     rest = units[1:] if pinned is not None else units
     room = budget_tokens - (pinned.tokens if pinned else 0) - 40  # 40: the omission note
@@ -290,14 +318,15 @@ def fit_history(history: Sequence[JSON], budget_tokens: int) -> list[JSON]:
         room -= unit.tokens
     kept.reverse()
     omitted = sum(len(u.messages) for u in rest) - sum(len(u.messages) for u in kept)
+    kept_tokens = sum(u.tokens for u in kept)
     if omitted == 0 and pinned is not None:
-        return [*pinned.messages, *(m for u in kept for m in u.messages)]
+        return [*pinned.messages, *(m for u in kept for m in u.messages)], pinned.tokens + kept_tokens
     note = f"({omitted} earlier messages of this thread are not shown.)"
     if pinned is not None:
         head = {**pinned.messages[0], "content": f"{pinned.messages[0].get('content', '')}\n\n{note}"}
     else:
         head = {"role": "user", "content": note}
-    return [head, *(m for u in kept for m in u.messages)]
+    return [head, *(m for u in kept for m in u.messages)], message_tokens(head) + kept_tokens
 
 
 def _pinned(unit: _Unit) -> _Unit:
@@ -305,7 +334,7 @@ def _pinned(unit: _Unit) -> _Unit:
     content = message.get("content")
     if isinstance(content, str) and len(content) > _PINNED_MAX_CHARS:
         message = {**message, "content": content[:_PINNED_MAX_CHARS] + " …"}
-    return _Unit([message], estimate_tokens(message))
+    return _Unit([message], message_tokens(message))
 
 
 def recent_text(history: Sequence[JSON], max_chars: int = 1500) -> str:

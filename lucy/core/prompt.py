@@ -34,7 +34,7 @@ How you work:
 question first only when the request is ambiguous and the action would be hard to undo.
 - Independent tool calls can go in the same step; they run at the same time.
 - Never say an action succeeded unless a tool result says so. Give links to what you created or found.
-- If the app needed is not connected, call `{CONNECT_APP}` with its toolkit name (for example github); \
+- If the app needed is not connected, call `{CONNECT_APP}` with its toolkit slug (for example github); \
 the person then gets a Connect button. Never ask for passwords, tokens or API keys.
 - If none of your tools fits, call `{SEARCH_TOOLS}` with a few words describing the action.
 - Write in Slack mrkdwn: *bold*, _italic_, `code`, bullet lists, <https://example.com|links>. Be brief.
@@ -104,7 +104,9 @@ _CLOSING = re.compile(rf"</\s*{UNTRUSTED_TAG}", re.IGNORECASE)
 
 def untrusted(tool: str, content: Any, max_chars: int) -> str:
     """A tool's output as the model reads it: fenced, marked untrusted, and bounded in size."""
-    body = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, default=str)
+    # Compact, like the worker's output budget, so a result it already fitted is never cut here.
+    body = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, default=str,
+                                                               separators=(",", ":"))
     if len(body) > max_chars:
         body = body[:max_chars] + f" …(cut: {len(body) - max_chars} more characters)"
     # Content must not be able to close the fence and speak as Lucy.

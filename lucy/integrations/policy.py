@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from lucy.approvals import ApprovalStore
-from lucy.core.types import JSON, NeedsApproval, ToolCall, Turn
+from lucy.core.types import JSON, NeedsApproval, ToolCall, ToolResult, Turn
 
 if TYPE_CHECKING:
     import asyncpg
+
+    from lucy.integrations.worker import Allow, Deny, PreparedCall
+    from lucy.ratelimit import RateLimiter
+
+    WorkerDecision = Allow | Deny | NeedsApproval
 
 Risk = Literal["read", "write", "destructive"]
 Rule = Literal["ask", "auto", "deny"]
@@ -616,6 +621,59 @@ class ApprovalGate:
     def restore(self, turn: Turn, state: Mapping[str, Any]) -> None:
         """On resuming after an approval: the turn stays as tainted as it was."""
         self.taint.mark(turn, *[str(s) for s in state.get("tainted_by") or []])
+
+
+class WorkerPolicy:
+    """:class:`lucy.integrations.worker.CallPolicy` backed by an :class:`ApprovalGate`.
+
+    Pass it as ``IntegrationWorker(policy=WorkerPolicy(gate, raw_tools=...))``. ``raw_tools``
+    returns the raw Composio tool object of a slug (with its ``tags``); without it, the tool's
+    own ``tags`` attribute (if the sanitised tool carries one) and the rules decide.
+    """
+
+    def __init__(
+        self,
+        gate: ApprovalGate,
+        *,
+        raw_tools: Callable[[str], Mapping[str, Any] | None] | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.gate = gate
+        self._raw_tools = raw_tools
+        self._limiter = limiter
+
+    async def before_execute(self, prepared: PreparedCall) -> WorkerDecision:
+        from lucy.errors import RateLimitedError
+        from lucy.integrations.worker import Allow, Deny
+
+        turn, call = prepared.turn, self._call(prepared)
+        if self._limiter is not None:
+            try:
+                await self._limiter.check_tool(turn.workspace, turn.user)
+            except RateLimitedError as exc:
+                return Deny(exc.user_message)
+        result = await self.gate.check(turn, call, self._raw(prepared), state={"call_name": prepared.call.name})
+        if result.needs is not None:
+            return result.needs
+        if result.action == "deny":
+            return Deny(result.reason)
+        return Allow()
+
+    async def after_execute(self, prepared: PreparedCall, result: ToolResult) -> None:
+        self.gate.observe(prepared.turn, self._call(prepared), result.content, ok=result.ok)
+
+    @staticmethod
+    def _call(prepared: PreparedCall) -> ToolCall:
+        # Policy, approval text and audit speak Composio's slug; the state keeps the model's name.
+        return ToolCall(prepared.call.id, prepared.tool.slug, dict(prepared.arguments))
+
+    def _raw(self, prepared: PreparedCall) -> Mapping[str, Any]:
+        found = self._raw_tools(prepared.tool.slug) if self._raw_tools else None
+        if found is not None:
+            return found
+        function = prepared.tool.definition.get("function") or {}
+        return {"slug": prepared.tool.slug, "toolkit": prepared.tool.toolkit,
+                "description": function.get("description") or "", "tags": list(getattr(prepared.tool, "tags", ()))}
 
 
 # --- /lucy-policy ---------------------------------------------------------------------------

@@ -176,8 +176,10 @@ class IntegrationRegistry:
         except IntegrationError as exc:
             return await self._stale(workspace, exc, generation)
         found = WorkspaceIntegrations(workspace, newest_per_toolkit(accounts), "composio", time.time())
-        await self._write_truth(workspace, found.connections)
+        # Invalidated while we asked? Then this answer may predate a connect or disconnect: give it
+        # to the callers who asked before, but write neither the record nor the cache with it.
         if self._generation.get(workspace, 0) == generation:
+            await self._write_truth(workspace, found.connections)
             value = found.to_cache()
             await self._cache_set(FRESH, workspace, value, self._ttl)
             await self._cache_set(LAST_KNOWN, workspace, value, self._last_known_ttl)

@@ -179,6 +179,8 @@ _PRIOR_IMPORTANT = 0.5
 _PRIOR_IGNORED = -0.4
 _HINT_TAGS = frozenset({"readonlyhint", "destructivehint", "idempotenthint", "openworldhint", "updatehint",
                         "mcpignore", "important"})
+_MAX_FIXES = 50_000
+_MIN_FIX_LEN = 5  # shorter words have too many neighbours one edit away to guess from
 _ALIAS_FILLER = frozenset(
     {"a", "an", "the", "for", "of", "to", "by", "repos", "repo", "repository", "authenticated", "user",
      "activity", "request"}
@@ -208,6 +210,7 @@ class _ToolkitIndex:
     postings: dict[str, list[tuple[int, float]]]
     name_words: tuple[str, ...]
     alias_of: dict[str, str]  # slug → the alias group it belongs to (its first member's slug)
+    vocab: dict[str, int]  # unstemmed words of names and descriptions → count, for spelling fixes
 
 
 def _slug_words(slug: str, toolkit: str) -> str:
@@ -299,12 +302,21 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
             postings.setdefault(term, []).append((pos, ptf / (_K1 + ptf)))
     name_words = tuple(stem(w) for w in words(display_name) if w not in STOPWORDS)
     alias_of = _alias_groups(toolkit, tools)
+    vocab: dict[str, int] = {}
+    for tool in tools:
+        text = f"{_slug_words(str(tool.get('slug') or ''), toolkit)} {tool.get('name') or ''} " + str(
+            tool.get("description") or ""
+        )[:_DESC_CHARS]
+        for w in words(text):
+            if len(w) >= _MIN_FIX_LEN - 1:
+                vocab[w] = vocab.get(w, 0) + 1
     return _ToolkitIndex(
         toolkit=toolkit,
         docs=docs,
         postings=postings,
         name_words=name_words,
         alias_of=alias_of,
+        vocab=vocab,
     )
 
 
@@ -367,6 +379,8 @@ class ToolSelector:
         self._where: dict[str, tuple[str, int]] = {}  # slug → (toolkit, doc position)
         self._distinct: dict[str, frozenset[str]] = {}  # toolkit → words that name it alone
         self._share: dict[tuple[str, str], float] = {}  # (toolkit, name word) → how surely it names it
+        self._vocab: dict[str, int] = {}  # words of all indexed tools → count
+        self._fixes: dict[str, str] = {}  # unknown word → its spelling fix (or itself)
 
     # -- building -----------------------------------------------------------------------------
 
@@ -394,6 +408,11 @@ class ToolSelector:
             for term, plist in index.postings.items():
                 df[term] = df.get(term, 0) + len(plist)
         self._idf = {t: math.log(1.0 + (total - n + 0.5) / (n + 0.5)) for t, n in df.items()}
+        self._vocab = {}
+        self._fixes = {}
+        for index in self._indexes.values():
+            for w, n in index.vocab.items():
+                self._vocab[w] = self._vocab.get(w, 0) + n
         name_use: dict[str, int] = {}
         for index in self._indexes.values():
             for w in set(index.name_words):
@@ -415,15 +434,23 @@ class ToolSelector:
 
     def _correct(self, word: str) -> str:
         """The vocabulary word one edit away from an unknown ``word`` ("reveiw" → "review")."""
-        if len(word) < 5 or word.isdigit() or stem(word) in self._idf or word in LEXICON_WORDS:
+        if len(word) < _MIN_FIX_LEN or word.isdigit() or word in self._vocab or word in LEXICON_WORDS:
             return word
-        best, best_df = word, 0.0
-        for candidate in _edits1(word):
-            if candidate in LEXICON_WORDS:
-                return candidate
-            idf = self._idf.get(stem(candidate))
-            if idf is not None and (best_df == 0.0 or idf < best_df):
-                best, best_df = candidate, idf  # lower idf = more common = likelier meant
+        cached = self._fixes.get(word)
+        if cached is not None:
+            return cached
+        best, best_count = word, 0
+        if stem(word) not in self._idf:
+            for candidate in _edits1(word):
+                if candidate in LEXICON_WORDS:
+                    best = candidate
+                    break
+                count = self._vocab.get(candidate, 0)
+                if count > best_count:  # the more common word is the likelier meant
+                    best, best_count = candidate, count
+        if len(self._fixes) >= _MAX_FIXES:
+            self._fixes.clear()  # bounded; words of real requests repeat, so it refills fast
+        self._fixes[word] = best
         return best
 
     def _query(self, text: str, history: str) -> tuple[_Query, set[str]]:

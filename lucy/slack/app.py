@@ -30,6 +30,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from lucy.config import Settings, require
+from lucy.core.inflight import InFlight
 from lucy.core.types import Agent, Connections
 from lucy.deps import Deps
 from lucy.errors import ConfigError
@@ -42,7 +43,6 @@ from lucy.slack.ids import split_workspace_id, workspace_id
 from lucy.slack.installation_store import PgAuthorize, PgInstallationStore, PgOAuthStateStore, forget_workspace
 from lucy.slack.listeners import Handlers, register_listeners
 from lucy.slack.pending import PendingConnections
-from lucy.slack.tasks import TaskKeeper
 from lucy.web.server import Route
 
 log = get_logger("lucy.slack")
@@ -84,7 +84,7 @@ class SlackRuntime:
     app: AsyncApp
     routes: list[Route]
     conversations: Conversations
-    tasks: TaskKeeper
+    tasks: InFlight
     claims: Claims
     app_token: str | None = None
     _socket: Any = None
@@ -112,11 +112,15 @@ class SlackRuntime:
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
-        await self.tasks.drain(drain_seconds)
+        unfinished = await self.tasks.drain(drain_seconds)
+        if unfinished:
+            log.warning("cancelled unfinished answers at shutdown", count=len(unfinished))
 
     async def idle(self) -> None:
         """Wait until every answer in progress is written (for tests and benchmarks)."""
-        await self.tasks.idle()
+        # InFlight exposes a count, not a completion event; this is for tests and benchmarks only.
+        while len(self.tasks):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
 
     async def _prune_forever(self) -> None:
         while True:
@@ -142,7 +146,7 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
     _check(settings)
     claims = Claims(deps.pool)
     pending = PendingConnections(deps.pool)
-    tasks = TaskKeeper()
+    tasks = deps.inflight
     store = PgInstallationStore(deps.pool, settings.slack_client_id) if settings.multi_workspace else None
     app = _bolt_app(settings, deps, claims, store)
     conversations = Conversations(deps, agent=agent, connections=connections, memory=memory, claims=claims,
@@ -193,7 +197,7 @@ def _bolt_app(settings: Settings, deps: Deps, claims: Claims, store: PgInstallat
         "signing_secret": settings.slack_signing_secret or "",
         "before_authorize": ClaimEvents(claims, deps.metrics),
         "request_verification_enabled": not settings.socket_mode or bool(settings.slack_signing_secret),
-        # Listeners only parse, claim and hand the turn to the TaskKeeper (milliseconds), so Slack's
+        # Listeners only parse, claim and hand the turn to Deps.inflight (milliseconds), so Slack's
         # response can wait for them: then no work is left in tasks that nobody keeps or drains.
         "process_before_response": True,
     }

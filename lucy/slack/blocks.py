@@ -63,15 +63,10 @@ def connect_blocks(toolkit: str, url: str | None, text: str) -> list[Block]:
 
 def connect_actions(toolkit: str, url: str | None) -> list[Block]:
     """Just the Connect button (for a streamed answer, whose text is already in the message)."""
-    blocks: list[Block] = []
     if url and len(url) <= BUTTON_URL_LIMIT:
-        blocks.append({"type": "actions", "block_id": f"connect_{toolkit}"[:255],
-                       "elements": [connect_button(toolkit, url)]})
-    elif url:  # too long for a button: a plain link still works
-        blocks.append(section(f"<{url}|Connect {escape(display_name(toolkit))}>"))
-    else:
-        blocks.append(context(f"Try `/lucy-connect {toolkit}` to get a connect link."))
-    return blocks
+        return [{"type": "actions", "block_id": f"connect_{toolkit}"[:255], "elements": [connect_button(toolkit, url)]}]
+    # No link (or one Slack cannot carry): the slash command gets a fresh one.
+    return [context(f"Try `/lucy-connect {toolkit}` to get a connect link.")]
 
 
 def _status_line(conn: ToolkitConnection) -> str:

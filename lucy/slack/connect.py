@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lucy.core.inflight import InFlight
 from lucy.core.types import Connections, ToolkitConnection
 from lucy.errors import LucyError
 from lucy.log import get_logger
@@ -21,7 +22,6 @@ from lucy.slack.apps import POPULAR, display_name, match_app
 from lucy.slack.blocks import Block, connect_blocks, connections_blocks, no_match_blocks, section
 from lucy.slack.conversation import Conversations
 from lucy.slack.pending import PendingConnections
-from lucy.slack.tasks import TaskKeeper
 
 log = get_logger("lucy.slack.connect")
 
@@ -48,8 +48,7 @@ class ConnectCommand:
     async def _answer(self, workspace: str, user: str, channel: str, query: str) -> tuple[list[Block], str]:
         if not query:
             return await self._overview(workspace, user, channel)
-        known = self._connections.known_toolkits()
-        match = match_app(query, known)
+        match = match_app(query, await self._known())
         if match.slug is None:
             offers = await self._links(workspace, user, channel, match.candidates)
             names = ", ".join(display_name(s) for s in match.candidates) or "nothing close"
@@ -70,12 +69,19 @@ class ConnectCommand:
     async def _overview(self, workspace: str, user: str, channel: str) -> tuple[list[Block], str]:
         connections = await self._connections.list_connections(workspace)
         active = {c.toolkit for c in connections if c.status == "active"}
-        known = set(self._connections.known_toolkits())
+        known = set(await self._known())
         popular = [s for s in POPULAR if s in known and s not in active][:OFFER_COUNT]
         links = await self._links(workspace, user, channel, popular)
         offers = [(slug, links[slug]) for slug in popular if slug in links]
         summary = ", ".join(_summary(c) for c in connections) or "no apps connected yet"
         return connections_blocks(connections, offers), f"Connected apps: {summary}."
+
+    async def _known(self) -> list[str]:
+        known = self._connections.known_toolkits()
+        refresh = getattr(self._connections, "refresh_known_toolkits", None)
+        if not known and refresh is not None:  # the list failed to load at start-up: try again now
+            known = list(await refresh())
+        return known
 
     async def _links(self, workspace: str, user: str, channel: str, slugs: list[str]) -> dict[str, str]:
         """Connect links for several apps at once; an app whose link fails is simply left out."""
@@ -109,7 +115,7 @@ class IntegrationCallback:
     """The aiohttp handler for ``GET /integrations/callback``."""
 
     def __init__(self, connections: Connections, pending: PendingConnections, conversations: Conversations,
-                 client_for: ClientFor, tasks: TaskKeeper) -> None:
+                 client_for: ClientFor, tasks: InFlight) -> None:
         self._connections = connections
         self._pending = pending
         self._conversations = conversations

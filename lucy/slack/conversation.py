@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from lucy.core.inflight import InFlight
 from lucy.core.types import (
     Agent,
     Answer,
@@ -32,7 +33,6 @@ from lucy.slack.dedupe import Claims
 from lucy.slack.events import addressed_to_others, is_person_message, mentions, turn_from_event
 from lucy.slack.pending import PendingConnection, PendingConnections
 from lucy.slack.reply import ReplyTarget, ThreadReply
-from lucy.slack.tasks import TaskKeeper
 
 log = get_logger("lucy.slack.conversation")
 
@@ -64,6 +64,7 @@ class Where:
     workspace: str
     bot_user_id: str | None
     team_id: str | None  # recipient_team_id for streams
+    workspace_name: str | None = None
 
 
 class Conversations:
@@ -76,7 +77,7 @@ class Conversations:
         memory: ThreadMemory,
         claims: Claims,
         pending: PendingConnections,
-        tasks: TaskKeeper,
+        tasks: InFlight,
         streaming: bool = True,
     ) -> None:
         self._deps = deps
@@ -123,6 +124,8 @@ class Conversations:
         self._count(kind, "handled")
         turn = turn_from_event(event, workspace=where.workspace, bot_user_id=where.bot_user_id,
                                turn_id=new_turn_id())
+        if where.workspace_name:
+            turn = dataclasses.replace(turn, workspace_name=where.workspace_name)
         self._tasks.spawn(self.answer(client, turn, where.team_id), name=f"turn-{turn.turn_id}")
 
     async def _see(self, workspace: str, event: dict[str, Any]) -> None:

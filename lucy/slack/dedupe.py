@@ -56,6 +56,9 @@ class Claims:
                                         older_than)
             messages = await conn.execute(
                 "DELETE FROM processed_messages WHERE received_at < now() - $1::interval", older_than)
+            # Requests that waited for a connection nobody made.
+            await conn.execute("UPDATE pending_actions SET status = 'expired' WHERE kind = 'connection' "
+                               "AND status = 'pending' AND expires_at < now()")
         return int(events.split()[-1]) + int(messages.split()[-1])
 
 

@@ -11,13 +11,13 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from lucy.core.inflight import InFlight
 from lucy.log import get_logger
 from lucy.slack.blocks import APPROVE_ACTION, CONNECT_ACTION_PREFIX, DENY_ACTION
 from lucy.slack.connect import ConnectCommand
 from lucy.slack.conversation import Conversations, Where
 from lucy.slack.greeting import Greeter
 from lucy.slack.ids import workspace_id
-from lucy.slack.tasks import TaskKeeper
 
 log = get_logger("lucy.slack.listeners")
 
@@ -31,16 +31,18 @@ class Handlers:
     conversations: Conversations
     connect: ConnectCommand
     greeter: Greeter
-    tasks: TaskKeeper
+    tasks: InFlight
     uninstall: Callable[[AsyncBoltContext], Awaitable[None]]
     revoke: Callable[[dict[str, Any], AsyncBoltContext], Awaitable[None]]
 
 
 def where(context: AsyncBoltContext) -> Where:
+    auth = context.authorize_result
     return Where(
         workspace=workspace_id(context.enterprise_id, context.team_id),
         bot_user_id=context.bot_user_id,
         team_id=context.team_id or context.enterprise_id,
+        workspace_name=auth.team if auth is not None else None,
     )
 
 

@@ -29,7 +29,8 @@ API of the fake (everything a test needs; nothing else is stable):
 * Connect links: ``POST /connected_accounts/link`` answers ``redirect_url = {base_url}/link/<token>``.
   A GET on it plays the person finishing OAuth: the account turns ACTIVE and the fake redirects
   (302) to the ``callback_url`` with ``status=success&connected_account_id=ca_…`` appended
-  (``?outcome=failed`` → FAILED and ``status=failed``). ``complete_link(ca_id)`` does it in code.
+  (``?outcome=failed`` → FAILED and ``status=failed``). ``complete_link(ca_id)`` does it in code;
+  ``link_account(url)`` is the account a link belongs to, ``link_owner(url)`` its user_id.
 * ``set_result(slug, data=None, *, successful=True, error=None)``: ``data`` is a dict, or a
   callable ``(arguments, user_id) -> dict``. Default data echoes the arguments.
 * Faults: ``fail_next(route="*", status=500, *, times=1, retry_after=None, delay=0.0,
@@ -157,7 +158,7 @@ def _decode_cursor(cursor: str | None) -> int:
         return -1
 
 
-@dataclass
+@dataclass(repr=False)
 class FakeComposio:
     tools_dir: Path = DEFAULT_TOOLS_DIR
     api_key: str = "ak_fake_composio_test_key"
@@ -177,6 +178,9 @@ class FakeComposio:
         self._links: dict[str, dict[str, Any]] = {}  # token → {account, callback_url}
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
+
+    def __repr__(self) -> str:
+        return f"FakeComposio({self.base_url or 'not started'}, {len(self.accounts)} accounts)"
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -296,7 +300,6 @@ class FakeComposio:
                 "is_composio_managed": True,
                 "is_disabled": False,
             },
-            "state": {},
             "data": {},
             "params": {},
             "is_disabled": False,
@@ -304,6 +307,17 @@ class FakeComposio:
             "updated_at": now,
         }
         return account_id
+
+    def _render(self, account: dict[str, Any], *, params: bool) -> dict[str, Any]:
+        """An account as the API shows it; ``state`` follows the spec's shape for its status."""
+        status = account["status"]
+        val: dict[str, Any] = {"status": status if status != "REVOKED" else "EXPIRED"}
+        if status in ("ACTIVE", "INACTIVE"):
+            val["access_token"] = f"fake-access-{account['id']}"
+        elif status == "INITIATED":
+            val["redirectUrl"] = f"{self.base_url}/link/pending"
+        shown = {k: v for k, v in account.items() if params or k != "params"}
+        return {**shown, "state": {"authScheme": "OAUTH2", "val": val}}
 
     def set_status(self, account_id: str, status: str) -> None:
         assert status in STATUSES
@@ -319,6 +333,15 @@ class FakeComposio:
             if a["user_id"] == user_id and a["toolkit"]["slug"] == toolkit and a["status"] == "ACTIVE"
         ]
         return max(active, key=lambda a: a["created_at"]) if active else None
+
+    def link_account(self, url: str) -> dict[str, Any]:
+        """The connected account a connect link (``redirect_url``) would activate."""
+        token = url.rstrip("/").rsplit("/", 1)[-1]
+        return self.accounts[self._links[token]["account"]]
+
+    def link_owner(self, url: str) -> str:
+        """The user_id a connect link was made for (kept even after its account is deleted)."""
+        return str(self._links[url.rstrip("/").rsplit("/", 1)[-1]]["user_id"])
 
     def complete_link(self, account_id: str, *, ok: bool = True) -> None:
         self.set_status(account_id, "ACTIVE" if ok else "FAILED")
@@ -484,7 +507,7 @@ class FakeComposio:
             and (not ids or a["id"] in ids)
         ]
         items.sort(key=lambda a: a["created_at"], reverse=q.get("order_direction", "desc") == "desc")
-        return self._page([{k: v for k, v in a.items() if k != "params"} for a in items], request)
+        return self._page([self._render(a, params=False) for a in items], request)
 
     async def _get_account(self, request: web.Request) -> web.Response:
         account_id = request.match_info["id"]
@@ -493,7 +516,7 @@ class FakeComposio:
         account = self.accounts.get(account_id)
         if account is None:
             return _error(404, "Connected account not found", 1404)
-        return web.json_response(account)
+        return web.json_response(self._render(account, params=True))
 
     async def _delete_account(self, request: web.Request) -> web.Response:
         if self.accounts.pop(request.match_info["id"], None) is None:
@@ -509,7 +532,8 @@ class FakeComposio:
             return _error(404, "Auth config not found", 1404)
         account_id = self._new_account(body["user_id"], config["toolkit"]["slug"], config["id"], "INITIATED")
         token = f"lk_{secrets.token_urlsafe(12)}"
-        self._links[token] = {"account": account_id, "callback_url": body.get("callback_url")}
+        self._links[token] = {"account": account_id, "callback_url": body.get("callback_url"),
+                              "user_id": body["user_id"]}
         return web.json_response(
             {
                 "link_token": token,
@@ -585,7 +609,7 @@ class FakeComposio:
             "composio_managed_auth_schemes": ["OAUTH2"],
             "is_local_toolkit": False,
             "no_auth": False,
-            "deprecated": {},
+            "deprecated": {"toolkitId": f"tk_{slug}"},
             "meta": {
                 "created_at": "2025-01-01T00:00:00Z",
                 "updated_at": "2025-12-01T00:00:00Z",

@@ -1,0 +1,294 @@
+"""Tool selection: what a person notices is which tools Lucy can reach for in a turn.
+
+Runs on the real Composio catalog in ../shared/composio/tools (1,357 tools). No wall-clock
+asserts: speed is printed by bench/tool_selection.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from lucy.core.types import CONNECT_APP, SEARCH_TOOLS
+from lucy.integrations.rank_cli import load_catalog
+from lucy.integrations.selection import (
+    MAX_CONNECT_ENUM,
+    Selection,
+    ToolSelector,
+    estimate_tokens,
+    meta_tools,
+    plain_definition,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOG = ROOT.parent / "shared" / "composio" / "tools"
+OPENAI_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+HEAVY = ("litellm", "composio", "composio_openai", "composio_client", "slack_bolt", "openai")
+
+pytestmark = pytest.mark.skipif(not CATALOG.is_dir(), reason="the shared Composio catalog is not present")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> dict[str, list[dict[str, Any]]]:
+    return load_catalog(str(CATALOG))
+
+
+@pytest.fixture(scope="module")
+def selector(catalog: dict[str, list[dict[str, Any]]]) -> ToolSelector:
+    s = ToolSelector()
+    for toolkit, tools in catalog.items():
+        s.add_toolkit(toolkit, tools)
+    return s
+
+
+@pytest.fixture(scope="module")
+def toolkit_of(catalog: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    return {tool["slug"]: toolkit for toolkit, tools in catalog.items() for tool in tools}
+
+
+# --- the `lucy tools rank` contract -----------------------------------------------------------
+
+REQUESTS = [
+    {"id": "a", "text": "list open PRs on acme/web", "connected": ["github", "notion"]},
+    {"id": "b", "text": "email jordan@northwind.io the Q2 summary", "connected": ["gmail", "googlecalendar"]},
+    {"id": "c", "text": "what do I have tomorrow?", "connected": ["googlecalendar"]},
+    {"id": "d", "text": "STOP run 99120034 in acme/infra, it's deploying the wrong tag!!", "connected": ["github"]},
+    {"id": "e", "text": "post on linkedin: we're hiring", "connected": ["linkedin", "facebook"]},
+]
+
+
+def _run_cli(tmp_path: Path, k: int) -> tuple[list[dict[str, Any]], list[str]]:
+    queries = tmp_path / "q.jsonl"
+    queries.write_text("".join(json.dumps(r) + "\n" for r in REQUESTS), encoding="utf-8")
+    # The real command, in a fresh interpreter, then a look at what it imported.
+    probe = textwrap.dedent(
+        f"""
+        import json, sys
+        from lucy.cli import main
+        rc = main(["tools", "rank", "--catalog", {str(CATALOG)!r}, "--queries", {str(queries)!r}, "-k", "{k}"])
+        heavy = sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))
+        print(json.dumps({{"rc": rc, "heavy": heavy}}), file=sys.stderr)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
+                          timeout=120)
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report["rc"] == 0
+    return [json.loads(line) for line in proc.stdout.splitlines()], report["heavy"]
+
+
+def test_rank_command_answers_each_request_offline_without_heavy_imports(
+    tmp_path: Path, toolkit_of: dict[str, str]
+) -> None:
+    lines, heavy = _run_cli(tmp_path, k=7)
+
+    assert heavy == []
+    assert [line["id"] for line in lines] == [r["id"] for r in REQUESTS]
+    for line, request in zip(lines, REQUESTS, strict=True):
+        assert set(line) == {"id", "ranked", "selected", "tool_tokens"}
+        assert len(line["ranked"]) == 7
+        assert {toolkit_of[s] for s in line["ranked"] + line["selected"]} <= set(request["connected"])
+        assert 0 < len(line["selected"]) <= 20
+        assert 0 < line["tool_tokens"] <= 8000
+    assert any("PULL_REQUEST" in s for s in lines[0]["ranked"][:3])
+    assert "GMAIL_SEND_EMAIL" in lines[1]["ranked"][:3]
+    assert "GITHUB_CANCEL_A_WORKFLOW_RUN" in lines[3]["selected"]
+
+
+def test_rank_command_says_what_is_wrong_with_a_missing_catalog(tmp_path: Path) -> None:
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps(REQUESTS[0]) + "\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lucy", "tools", "rank", "--catalog", str(tmp_path / "nope.json"),
+         "--queries", str(queries)],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "cannot read the catalog" in proc.stderr
+    assert proc.stdout == ""
+
+
+# --- selection rules ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "create an issue",
+        "send an email to the board",
+        "find the Q2 deck",
+        "schedule a meeting with dana tomorrow at 2pm",
+        "delete it",
+        "",
+    ],
+)
+def test_selection_never_reaches_into_unconnected_apps(
+    selector: ToolSelector, toolkit_of: dict[str, str], text: str
+) -> None:
+    connected = ["notion", "figma"]
+    selection = selector.select(text, connected, pinned=["GITHUB_CREATE_AN_ISSUE", "GMAIL_SEND_EMAIL"])
+
+    assert {toolkit_of[s] for s in selection.selected} <= set(connected)
+    assert {toolkit_of[s] for s in selection.ranked} <= set(connected)
+    assert {toolkit_of[s] for s in selector.rank(text, connected)} <= set(connected)
+
+
+def test_no_connected_app_means_no_app_tools(selector: ToolSelector) -> None:
+    assert selector.select("create an issue in acme/web", []) == Selection(ranked=[], selected=[], tool_tokens=0)
+    assert selector.rank("create an issue", ["not-a-toolkit"]) == []
+
+
+def test_tools_used_earlier_in_the_thread_stay_first(selector: ToolSelector) -> None:
+    pinned = ["GITHUB_GET_A_PULL_REQUEST", "GMAIL_SEND_EMAIL"]
+    selection = selector.select("now email the summary to sales", ["github", "gmail"], pinned=pinned)
+
+    assert selection.selected[:2] == pinned
+    assert len(selection.selected) <= 20
+
+
+def test_k_and_token_budget_hold_pinned_tools_included(catalog: dict[str, list[dict[str, Any]]]) -> None:
+    small = ToolSelector(k=4, token_budget=1500)
+    small.add_toolkit("github", catalog["github"])
+
+    selection = small.select("list open pull requests on acme/web", ["github"], pinned=["GITHUB_CREATE_AN_ISSUE"])
+
+    assert selection.selected[0] == "GITHUB_CREATE_AN_ISSUE"
+    assert len(selection.selected) <= 4
+    assert selection.tool_tokens <= 1500
+    assert selection.tool_tokens == sum(small.tokens_of(s) for s in selection.selected)
+
+
+def test_tokens_are_counted_on_the_definitions_really_sent(selector: ToolSelector) -> None:
+    ranked = selector.rank("list open pull requests", ["github"], limit=200)
+    # Pretend the sanitiser made every definition huge: far fewer fit into the same budget.
+    huge = {slug: {"type": "function", "function": {"name": slug, "description": "word " * 1500}} for slug in ranked}
+    plain = selector.select("list open pull requests", ["github"])
+    bloated = selector.select("list open pull requests", ["github"], definitions=huge)
+
+    assert bloated.tool_tokens <= 8000
+    assert len(bloated.selected) < len(plain.selected)
+    assert bloated.tool_tokens == sum(estimate_tokens(huge[s]) for s in bloated.selected)
+
+
+def test_meta_tool_tokens_are_reserved_from_the_budget(selector: ToolSelector) -> None:
+    meta = meta_tools(["notion", "figma"])
+    with_meta = selector.select("list open pull requests", ["github"], meta=meta)
+    meta_cost = sum(estimate_tokens(d) for d in meta)
+
+    assert with_meta.tool_tokens <= 8000
+    assert with_meta.tool_tokens == meta_cost + sum(selector.tokens_of(s) for s in with_meta.selected)
+
+
+def test_aliases_of_one_call_are_not_sent_twice(selector: ToolSelector) -> None:
+    selection = selector.select("open an issue in acme/web: checkout is broken", ["github"])
+
+    assert "GITHUB_CREATE_AN_ISSUE" in selection.ranked and "GITHUB_ISSUES_CREATE" in selection.ranked
+    assert ("GITHUB_CREATE_AN_ISSUE" in selection.selected) != ("GITHUB_ISSUES_CREATE" in selection.selected)
+
+
+def test_adding_a_toolkit_twice_changes_nothing(catalog: dict[str, list[dict[str, Any]]]) -> None:
+    s = ToolSelector()
+    s.add_toolkit("notion", catalog["notion"])
+    first = s.rank("add a row to the bugs database", ["notion"])
+    s.add_toolkit("notion", catalog["notion"][:3])
+
+    assert s.has_toolkit("notion") and not s.has_toolkit("github")
+    assert s.rank("add a row to the bugs database", ["notion"]) == first
+
+
+def test_the_recent_thread_helps_a_short_follow_up(selector: ToolSelector) -> None:
+    history = "user: list the open pull requests on acme/web\nlucy: there are 4 open pull requests"
+    ranked = selector.rank("same for acme/api", ["github", "notion"], history=history, limit=5)
+
+    assert any("PULL_REQUEST" in s or s == "GITHUB_PULLS_LIST" for s in ranked)
+
+
+# --- how people talk: abbreviations, slang, typos, other languages ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "connected", "expected"),
+    [
+        # abbreviations of the things apps hold
+        ("merge PR 12 in acme/web", ["github"], {"GITHUB_MERGE_A_PULL_REQUEST"}),
+        ("which repos does the acme org have?", ["github"], {"GITHUB_LIST_ORGANIZATION_REPOSITORIES",
+                                                             "GITHUB_REPO_S_LIST_FOR_ORG"}),
+        # chat verbs for API verbs
+        ("kill the deploy run 4411 in acme/api", ["github"], {"GITHUB_CANCEL_A_WORKFLOW_RUN",
+                                                             "GITHUB_FORCE_CANCEL_A_WORKFLOW_RUN"}),
+        ("nuke the stale branch feature/x in acme/web", ["github"], {"GITHUB_DELETE_A_REFERENCE"}),
+        ("fwd the invoice email to ap@acme.com", ["gmail"], {"GMAIL_FORWARD_MESSAGE"}),
+        # a typo
+        ("leave a reveiw on PR 7 in acme/web", ["github"], {"GITHUB_CREATE_A_REVIEW_FOR_A_PULL_REQUEST",
+                                                            "GITHUB_PULLS_CREATE_REVIEW"}),
+        # other languages
+        ("mándale un correo a ana@acme.es", ["gmail", "notion"], {"GMAIL_SEND_EMAIL"}),
+        ("lösche die Datei alt.pdf", ["googledrive"], {"GOOGLEDRIVE_GOOGLE_DRIVE_DELETE_FOLDER_OR_FILE_ACTION"}),
+        # an app named by its nickname routes to that app
+        ("post a photo on insta", ["instagram", "facebook"], {"INSTAGRAM_CREATE_POST",
+                                                              "INSTAGRAM_CREATE_MEDIA_CONTAINER"}),
+    ],
+)
+def test_requests_in_peoples_words_find_the_api_tool(
+    selector: ToolSelector, text: str, connected: list[str], expected: set[str]
+) -> None:
+    assert expected & set(selector.rank(text, connected, limit=5))
+
+
+def test_quoted_payload_does_not_steer_the_choice(selector: ToolSelector) -> None:
+    # The quoted title talks about migrations and deleting; the request is to update a row.
+    ranked = selector.rank("mark 'Migrate and delete old repos' as Done in the roadmap db", ["github", "notion"],
+                           limit=5)
+
+    assert ranked[0].startswith("NOTION_")
+
+
+# --- meta-tools and token estimates -------------------------------------------------------------
+
+
+def test_meta_tools_are_valid_openai_tools() -> None:
+    defs = meta_tools(["notion", "github", "gmail"])
+    by_name = {d["function"]["name"]: d for d in defs}
+
+    assert set(by_name) == {SEARCH_TOOLS, CONNECT_APP}
+    for d in defs:
+        assert d["type"] == "function"
+        assert OPENAI_NAME.match(d["function"]["name"])
+        assert d["function"]["description"]
+        jsonschema.Draft202012Validator.check_schema(d["function"]["parameters"])
+    jsonschema.validate({"query": "cancel a workflow run"}, by_name[SEARCH_TOOLS]["function"]["parameters"])
+    connect = by_name[CONNECT_APP]["function"]["parameters"]
+    assert connect["properties"]["app"]["enum"] == ["github", "gmail", "notion"]
+    jsonschema.validate({"app": "gmail"}, connect)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"app": "myspace"}, connect)
+
+
+def test_connect_app_drops_the_enum_when_there_are_too_many_apps() -> None:
+    many = [f"app{i}" for i in range(MAX_CONNECT_ENUM + 1)]
+    app = meta_tools(many)[1]["function"]["parameters"]["properties"]["app"]
+
+    assert "enum" not in app and app["type"] == "string"
+    assert "enum" not in meta_tools([])[1]["function"]["parameters"]["properties"]["app"]
+
+
+def test_token_estimate_is_deterministic_and_grows_with_the_definition(
+    catalog: dict[str, list[dict[str, Any]]],
+) -> None:
+    tool = catalog["github"][0]
+    small = plain_definition(tool)
+    big = plain_definition({**tool, "description": tool["description"] * 10})
+
+    assert estimate_tokens(small) == estimate_tokens(plain_definition(tool))
+    assert estimate_tokens(big) > estimate_tokens(small) > 0
+    # ~4.6 characters per token on these schemas (calibrated against tiktoken, see selection.py)
+    text = json.dumps(small, separators=(",", ":"))
+    assert len(text) / 6 < estimate_tokens(small) < len(text) / 3
