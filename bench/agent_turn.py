@@ -80,6 +80,8 @@ class InstantLLM:
         self._tool = tool
         self.gate: asyncio.Event | None = None
         self.parked = 0
+        self.expected = 0
+        self.all_parked = asyncio.Event()
 
     @property
     def context_tokens(self) -> int:
@@ -98,6 +100,8 @@ class InstantLLM:
                             usage=usage, finish_reason="tool_calls")
         if self.gate is not None:
             self.parked += 1
+            if self.parked >= self.expected:
+                self.all_parked.set()
             await self.gate.wait()
         text = "Created <https://github.com/acme/app/issues/1347|#1347>. Your next meeting is standup at 09:00."
         if on_text is not None:
@@ -243,20 +247,27 @@ def summary(values_ms: list[float]) -> str:
     return f"median {statistics.median(ordered):6.2f} ms   p99 {p99:6.2f} ms"
 
 
-async def time_turns(agent: LucyAgent, turns: int, waits: Waits | None, start: int) -> tuple[list[float], list[float]]:
-    totals: list[float] = []
-    own: list[float] = []
+@dataclass
+class Timings:
+    wall: list[float]  # ms per turn
+    own: list[float]  # ms per turn, minus the waits
+    cpu: list[float]  # ms of this process's CPU per turn (PostgreSQL's own work not included)
+
+
+async def time_turns(agent: LucyAgent, turns: int, waits: Waits | None, start: int) -> Timings:
+    timings = Timings([], [], [])
     progress = QuietProgress()
     for i in range(turns):
         if waits is not None:
             waits.llm = waits.composio = 0.0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         outcome = await agent.run_turn(turn_for(start + i), progress)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert type(outcome).__name__ == "Answer", outcome
-        totals.append(elapsed * 1000)
-        own.append((elapsed - (waits.llm + waits.composio if waits else 0.0)) * 1000)
-    return totals, own
+        timings.wall.append(elapsed * 1000)
+        timings.own.append((elapsed - (waits.llm + waits.composio if waits else 0.0)) * 1000)
+        timings.cpu.append(cpu * 1000)
+    return timings
 
 
 async def memory_per_turn(agent: LucyAgent, llm: InstantLLM, concurrency: int, start: int) -> float:
@@ -264,10 +275,10 @@ async def memory_per_turn(agent: LucyAgent, llm: InstantLLM, concurrency: int, s
     gc.collect()
     tracemalloc.start()
     baseline = tracemalloc.get_traced_memory()[0]
-    llm.gate, llm.parked = asyncio.Event(), 0
+    llm.gate, llm.parked, llm.expected = asyncio.Event(), 0, concurrency
+    llm.all_parked.clear()
     tasks = [asyncio.create_task(agent.run_turn(turn_for(start + i), QuietProgress())) for i in range(concurrency)]
-    while llm.parked < concurrency:
-        await asyncio.sleep(0.005)
+    await llm.all_parked.wait()
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - baseline
     llm.gate.set()
@@ -283,8 +294,9 @@ async def bench_loop(pool: Any, turns: int, concurrency: int) -> None:
     agent = LucyAgent(AgentDeps(llm=llm, toolset=InstantToolset(tools), executor=InstantExecutor(),
                                 memory=ThreadMemory(pool), apps=FiveApps(), limits=AgentLimits()))
     await time_turns(agent, 30, None, 0)  # warm-up: connections, code paths
-    totals, _ = await time_turns(agent, turns, None, 1000)
-    print(f"loop   Lucy's own time per turn ({turns} turns, 2 steps, {len(tools)} tools): {summary(totals)}")
+    t = await time_turns(agent, turns, None, 1000)
+    print(f"loop   Lucy's own time per turn ({turns} turns, 2 steps, {len(tools)} tools): {summary(t.wall)}")
+    print(f"loop   of which CPU in Lucy's process:                        {summary(t.cpu)}")
     kib = await memory_per_turn(agent, llm, concurrency, 5000)
     print(f"loop   memory per concurrent turn ({concurrency} in flight): {kib:,.0f} KiB")
 
@@ -321,12 +333,13 @@ async def bench_stack(pool: Any, turns: int) -> None:
             memory=ThreadMemory(pool), apps=_RegistryApps(integrations.registry), catalog=integrations.toolset))
         try:
             await time_turns(agent, 30, waits, 20000)  # warm-up: schema caches, selector indexes, clients
-            totals, own = await time_turns(agent, turns, waits, 21000)
+            t = await time_turns(agent, turns, waits, 21000)
         finally:
             await integrations.aclose()
             await cache.close()
-    print(f"stack  whole turn with local fakes ({turns} turns):            {summary(totals)}")
-    print(f"stack  Lucy's own time (turn − LLM call − Composio execute):  {summary(own)}")
+    print(f"stack  whole turn with local fakes ({turns} turns):            {summary(t.wall)}")
+    print(f"stack  Lucy's own time (turn − LLM call − Composio execute):  {summary(t.own)}")
+    print(f"stack  CPU of the whole process per turn (incl. litellm, both fakes): {summary(t.cpu)}")
 
 
 class _RegistryApps:

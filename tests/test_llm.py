@@ -12,7 +12,7 @@ import pytest
 
 from lucy.core.llm import LiteLLM, LLMConfig
 from lucy.errors import LLMContextError, LLMError
-from tests.fakes.fake_llm import FakeLLM, call, error, text, tool_call, tool_calls
+from tests.fakes.fake_llm import FakeLLM, call, error, text, tool_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = [{"role": "user", "content": "hello"}]

@@ -12,6 +12,7 @@ from lucy.core.memory import (
     ThreadMemory,
     estimate_tokens,
     fit_history,
+    message_tokens,
     recent_text,
     sanitize,
     user_message,
@@ -150,7 +151,7 @@ def test_fitting_drops_the_oldest_exchanges_but_keeps_the_first_message_and_pair
                     {"role": "assistant", "content": f"answer {i}"}]
     budget = 3000
     fitted = fit_history(history, budget)
-    assert estimate_tokens(fitted) <= budget
+    assert sum(message_tokens(m) for m in fitted) <= budget
     assert fitted[0]["content"].startswith("the topic") and "not shown" in fitted[0]["content"]
     assert fitted[-1] == {"role": "assistant", "content": "answer 199"}
     assert fitted[1]["role"] != "tool"
@@ -161,7 +162,23 @@ def test_fitting_drops_the_oldest_exchanges_but_keeps_the_first_message_and_pair
 def test_a_huge_first_message_is_cut_not_fatal() -> None:
     history = [{"role": "user", "content": "z" * 100_000}, {"role": "assistant", "content": "ok"}]
     fitted = fit_history(history, 2000)
-    assert estimate_tokens(fitted) <= 2000 and fitted[-1] == {"role": "assistant", "content": "ok"}
+    assert sum(message_tokens(m) for m in fitted) <= 2000 and fitted[-1] == {"role": "assistant", "content": "ok"}
+
+
+def test_the_fast_estimate_never_undercounts_a_real_tokenizer() -> None:
+    import litellm
+
+    samples = [
+        {"role": "user", "content": "Ada (<@U1>): please file an issue about the login page " * 20},
+        {"role": "user", "content": "日本語のメッセージです。ログインできません。" * 20},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "GITHUB_CREATE_AN_ISSUE", "arguments": '{"owner": "acme", "repo": "app", "title": "x"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"number": 7, "url": "https://github.com/a/b/7"}' * 30},
+        {"role": "user", "content": "Ada (<@U0ADA>): see <https://github.com/acme/app/pull/123|PR #123>, <@U0B>?" * 9},
+        {"role": "user", "content": "def double(x: int) -> int:\n    return x * 2  # twice\n" * 20},
+    ]
+    for message in samples:
+        assert message_tokens(message) >= litellm.token_counter(model="gpt-4o-mini", messages=[message])
 
 
 def test_recent_text_is_the_newest_words() -> None:

@@ -25,7 +25,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +105,7 @@ class AgentLimits:
     tool_timeout_seconds: float = 60.0
     tool_output_max_chars: int = 20_000
     context_margin: float = 0.05  # of the context window, for estimate error
+    max_parallel_tools: int = 8  # calls of one step running at once; a model can ask for dozens
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentLimits:
@@ -201,7 +202,8 @@ class LucyAgent:
 
     async def run_turn(self, turn: Turn, progress: ProgressSink) -> Outcome:
         with turn_context(workspace=turn.workspace, channel=turn.channel, thread=turn.thread_ts,
-                          turn_id=turn.turn_id or None):
+                          turn_id=turn.turn_id or None) as turn_id:
+            turn = replace(turn, turn_id=turn_id)  # the executor's audit rows carry the logs' turn id
             started = time.monotonic()
             state = TurnState(messages=[user_message(turn.text, turn.user, turn.user_name)], tools=[])
             try:
@@ -220,7 +222,8 @@ class LucyAgent:
         from Lucy and the loop goes on with the steps it had left.
         """
         with turn_context(workspace=turn.workspace, channel=turn.channel, thread=turn.thread_ts,
-                          turn_id=turn.turn_id or None):
+                          turn_id=turn.turn_id or None) as turn_id:
+            turn = replace(turn, turn_id=turn_id)
             started = time.monotonic()
             prior = TurnState.from_json(state_json)
             note = {"role": "user", "content": "[Note from Lucy, not from the person] Approval decided:\n" + "\n".join(
@@ -296,8 +299,14 @@ class LucyAgent:
         prepared = [_prepare(c) for c in reply.tool_calls]
         state.messages.append(_assistant_message(reply.text, reply.tool_calls, prepared))
         done: dict[str, _Ran] = {}
+        slots = asyncio.Semaphore(self._d.limits.max_parallel_tools)
+
+        async def run(p: _Prepared) -> None:
+            async with slots:
+                await self._run_one(turn, progress, state, p, done)
+
         try:
-            await asyncio.gather(*(self._run_one(turn, progress, state, p, done) for p in prepared))
+            await asyncio.gather(*(run(p) for p in prepared))
         except asyncio.CancelledError:
             state.messages += [self._tool_message(p, done.get(p.id) or _cancelled(p)) for p in prepared]
             raise

