@@ -30,7 +30,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-async def measure(name: str, n: int, call: Callable[[], Awaitable[Any]], rows: list[tuple[str, int, list[int]]]) -> None:
+Rows = list[tuple[str, int, list[int]]]
+
+
+async def measure(name: str, n: int, call: Callable[[], Awaitable[Any]], rows: Rows) -> None:
     for _ in range(min(200, n)):  # warm up
         await call()
     samples: list[int] = []
@@ -128,8 +131,8 @@ async def main(args: argparse.Namespace) -> None:
 
             baseline = dict_baseline(300)
             it = iter(range(10**12))
-            await measure("plain dict + TTL (baseline)", args.n, lambda: baseline(workspaces[next(it) % len(workspaces)]),
-                          rows)
+            await measure("plain dict + TTL (baseline)", args.n,
+                          lambda: baseline(workspaces[next(it) % len(workspaces)]), rows)
             for label, cache in backends:
                 registry = IntegrationRegistry(client, pool, cache, ttl=300)
                 for ws in workspaces:
@@ -157,7 +160,7 @@ async def main(args: argparse.Namespace) -> None:
             try:
                 from lucy.integrations.selection import ToolSelector
             except ImportError:
-                ToolSelector = None  # noqa: N806
+                ToolSelector = None
             if ToolSelector is not None:
                 ranked = WorkspaceToolset(warm, schemas, selector=ToolSelector(), connectable=fake.toolkits)
                 await ranked.tools_for_turn(workspaces[0], "warm the index")

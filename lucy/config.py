@@ -77,6 +77,10 @@ WHERE: dict[str, str] = {
     ),
     "LUCY_TOOL_SCHEMA_TTL_SECONDS": "Use the seconds to keep a toolkit's tool schemas cached; the default is 3600.",
     "LUCY_TOOL_OUTPUT_MAX_CHARS": "Use the most characters of one tool result the model reads; the default is 20000.",
+    "LUCY_EMBEDDING_MODEL": (
+        "Use off for lexical tool selection only, or the directory of an all-MiniLM-L6-v2 model; "
+        "unset = <LUCY_DATA_DIR>/models/all-MiniLM-L6-v2 when scripts/_setup.sh has put it there."
+    ),
 }
 
 
@@ -129,6 +133,8 @@ class Settings(BaseSettings):
     composio_auth_configs: str = Field("", alias="COMPOSIO_AUTH_CONFIGS")
     tool_schema_ttl_seconds: float = Field(3600.0, alias="LUCY_TOOL_SCHEMA_TTL_SECONDS", gt=0)
     tool_output_max_chars: int = Field(20000, alias="LUCY_TOOL_OUTPUT_MAX_CHARS", ge=500)
+    # Tool selection's sentence encoder (lucy/integrations/selection_embed.py); "" = the default place.
+    embedding_model: str = Field("", alias="LUCY_EMBEDDING_MODEL")
 
     @field_validator("composio_toolkit_versions", "composio_auth_configs")
     @classmethod

@@ -60,7 +60,9 @@ class IntegrationTimeoutError(IntegrationUnavailableError):
 class IntegrationAuthError(IntegrationError):
     """Composio rejected Lucy's API key (401/403)."""
 
-    user_message = "Composio rejected Lucy's API key, so I can't use any apps. An admin needs to check COMPOSIO_API_KEY."
+    user_message = (
+        "Composio rejected Lucy's API key, so I can't use any apps. An admin needs to check COMPOSIO_API_KEY."
+    )
 
 
 class IntegrationRateLimitedError(IntegrationError):

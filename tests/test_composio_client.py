@@ -87,7 +87,9 @@ async def test_reads_retry_server_errors_then_give_up(client: ComposioClient, fa
     assert fake_composio.count("GET", "/toolkits") == 2 + 3  # 3 attempts, then the clear error
 
 
-async def test_a_malformed_answer_is_an_error_with_a_sentence(client: ComposioClient, fake_composio: FakeComposio) -> None:
+async def test_a_malformed_answer_is_an_error_with_a_sentence(
+    client: ComposioClient, fake_composio: FakeComposio
+) -> None:
     fake_composio.fail_next("GET /tools", malformed=True, times=3)
     with pytest.raises(IntegrationUnavailableError) as caught:
         await client.list_tools(toolkit="gmail")
@@ -133,7 +135,9 @@ async def test_an_execute_timeout_is_reported_and_the_action_may_have_happened(
     assert fake_composio.count("POST", "/tools/execute/*") == 1
 
 
-async def test_execute_carries_the_workspace_and_maps_no_account(client: ComposioClient, fake_composio: FakeComposio) -> None:
+async def test_execute_carries_the_workspace_and_maps_no_account(
+    client: ComposioClient, fake_composio: FakeComposio
+) -> None:
     ca = fake_composio.connect("T1", "github")
     done = await client.execute(
         "GITHUB_CREATE_AN_ISSUE", {"owner": "acme", "repo": "web", "title": "Hi"},

@@ -85,13 +85,16 @@ async def test_every_route_answers_as_the_spec_says(
     http: aiohttp.ClientSession, fake_composio: FakeComposio, version: str
 ) -> None:
     fake = fake_composio
-    page = await call(http, fake, version, "GET", "/tools", "/tools", params={"toolkit_slug": "github", "limit": "1000"})
+    page = await call(http, fake, version, "GET", "/tools", "/tools",
+                      params={"toolkit_slug": "github", "limit": "1000"})
     assert page["next_cursor"] and len(page["items"]) == fake.max_page_size
     await call(http, fake, version, "GET", "/tools", "/tools",
                params={"toolkit_slug": "github", "limit": "1000", "cursor": page["next_cursor"]})
-    found = await call(http, fake, version, "GET", "/tools", "/tools", params={"search": "issue", "toolkit_slug": "github"})
+    found = await call(http, fake, version, "GET", "/tools", "/tools",
+                       params={"search": "issue", "toolkit_slug": "github"})
     assert found["items"] and len(found["items"]) <= 20  # the API's default page
-    await call(http, fake, version, "GET", "/tools", "/tools", params={"tool_slugs": "GMAIL_SEND_EMAIL,NOTION_FETCH_DATA"})
+    await call(http, fake, version, "GET", "/tools", "/tools",
+               params={"tool_slugs": "GMAIL_SEND_EMAIL,NOTION_FETCH_DATA"})
     await call(http, fake, version, "GET", "/tools/GMAIL_SEND_EMAIL", "/tools/{tool_slug}")
     await call(http, fake, version, "GET", "/tools/NOPE_NOPE", "/tools/{tool_slug}", expect=404)
 
@@ -125,7 +128,9 @@ async def test_every_route_answers_as_the_spec_says(
     await call(http, fake, version, "GET", "/toolkits/github", "/toolkits/{slug}")
 
 
-async def test_errors_and_faults_have_the_spec_error_shape(http: aiohttp.ClientSession, fake_composio: FakeComposio) -> None:
+async def test_errors_and_faults_have_the_spec_error_shape(
+    http: aiohttp.ClientSession, fake_composio: FakeComposio
+) -> None:
     fake_composio.fail_next("GET /tools", 429, retry_after=3)
     async with http.get(f"{fake_composio.base_url}/api/v3/tools", params={"toolkit_slug": "gmail"}) as resp:
         assert resp.status == 429 and resp.headers["Retry-After"] == "3"

@@ -152,7 +152,9 @@ async def test_a_sync_marks_toolkits_that_went_away_inactive(
     assert after > before
 
 
-async def test_an_invalidation_during_a_sync_wins(client: ComposioClient, pool: Any, fake_composio: FakeComposio) -> None:
+async def test_an_invalidation_during_a_sync_wins(
+    client: ComposioClient, pool: Any, fake_composio: FakeComposio
+) -> None:
     fake_composio.connect("T1", "github")
     fake_composio.slow("GET /connected_accounts", 0.3)
     registry = registry_for(client, pool, memory_cache())
@@ -264,6 +266,7 @@ class World:
                  cache: Cache) -> None:
         self.fake, self.pool, self.client, self.schemas, self.cache = fake, pool, client, schemas, cache
         self.truth: dict[str, set[str]] = {}
+        self.ever: dict[str, set[str]] = {}  # toolkits a workspace connected at some point
         self.owner: dict[str, str] = {}  # connected account → workspace
         self.marks: dict[str, str] = {}  # execute marker → workspace
         self.counter = itertools.count()
@@ -276,6 +279,7 @@ class World:
         self.fake.executes.clear()
         await self.pool.execute("TRUNCATE integrations, audit_log")
         self.truth = {w: set() for w in WORKSPACES}
+        self.ever = {w: set() for w in WORKSPACES}
         self.owner.clear()
         self.marks.clear()
         registry = IntegrationRegistry(self.client, self.pool, self.cache, ttl=300)
@@ -291,15 +295,15 @@ async def apply(world: World, parts: tuple[Any, ...], op: tuple[str, str, str]) 
     registry, connections, worker = parts
     kind, ws, toolkit = op
     if kind == "lookup":
-        seen = await registry.active_toolkits(ws)
-        assert seen <= world.truth[ws] | {t for t in TOOLKITS if any(
-            world.owner.get(a) == ws for a in world.owner)}, (ws, seen)
-        assert all(world.owner.get(c.connected_account_id) == ws for c in (await registry.active(ws)).connections)
+        seen = await registry.active(ws)
+        assert seen.toolkits <= world.ever[ws], (ws, seen)  # never another workspace's apps
+        assert all(world.owner.get(c.connected_account_id) == ws for c in seen.connections)
     elif kind == "connect":
         url = await connections.connect_link(ws, toolkit)
         account = world.fake.link_account(url)
         assert account["user_id"] == ws
         world.owner[account["id"]] = ws
+        world.ever[ws].add(toolkit)  # before the link is opened: from then on a lookup may see it
         callback = await open_link(url)
         assert await connections.confirm_connection(ws, callback["connected_account_id"][0]) is not None
         world.truth[ws].add(toolkit)
@@ -325,8 +329,8 @@ async def check_isolation(world: World, batches: list[list[tuple[str, str, str]]
     for batch in batches:
         # Ops that touch the same (workspace, toolkit) in one batch would race each other's truth.
         keys = [(ws, tk) for kind, ws, tk in batch if kind in ("connect", "disconnect")]
-        batch = [op for op in batch if op[0] not in ("connect", "disconnect") or keys.count(op[1:]) == 1]
-        await asyncio.gather(*(apply(world, parts, op) for op in batch))
+        runnable = [op for op in batch if op[0] not in ("connect", "disconnect") or keys.count(op[1:]) == 1]
+        await asyncio.gather(*(apply(world, parts, op) for op in runnable))
         for ws in WORKSPACES:  # at every quiet point the registry says exactly what Composio says
             assert await registry.active_toolkits(ws) == world.truth[ws], ws
     for record in world.fake.executes:
@@ -350,5 +354,7 @@ async def world(fake_composio: FakeComposio, pool: Any, client: ComposioClient, 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(batches=st.lists(st.lists(OPS, min_size=1, max_size=6), min_size=1, max_size=6))
-async def test_tenant_isolation_under_random_interleavings(world: World, batches: list[list[tuple[str, str, str]]]) -> None:
+async def test_tenant_isolation_under_random_interleavings(
+    world: World, batches: list[list[tuple[str, str, str]]]
+) -> None:
     await check_isolation(world, batches)

@@ -118,7 +118,8 @@ def test_long_argument_names_are_renamed_and_mapped_back() -> None:
     original = "required__pull__request__reviews__bypass__pull__request__allowances__users"
     short = next(new for new, old in tool.arg_names.items() if old == original)
     assert len(short) <= 64 and short in tool.parameters["properties"]
-    assert tool.to_composio_arguments({short: ["octocat"], "branch": "main"}) == {original: ["octocat"], "branch": "main"}
+    back = tool.to_composio_arguments({short: ["octocat"], "branch": "main"})
+    assert back == {original: ["octocat"], "branch": "main"}
 
 
 def _raw(slug: str, params: Any, **extra: Any) -> dict[str, Any]:

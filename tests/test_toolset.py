@@ -38,8 +38,7 @@ async def test_only_the_workspaces_connected_toolkits_and_never_more_than_128(
     fake_composio.connect("T1", "github")
     fake_composio.connect("T1", "gmail")
     fake_composio.connect("T10", "notion")
-    connectable = lambda: fake_composio.toolkits()  # noqa: E731
-    toolset = WorkspaceToolset(registry, schemas, connectable=connectable)
+    toolset = WorkspaceToolset(registry, schemas, connectable=fake_composio.toolkits)
 
     first = await toolset.tools_for_turn("T1", "open an issue about the login bug")
     again = await toolset.tools_for_turn("T1", "something else entirely")

@@ -41,7 +41,9 @@ async def audit_rows(pool: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in await pool.fetch("SELECT * FROM audit_log ORDER BY id")]
 
 
-async def test_a_call_runs_once_for_its_workspace_and_is_audited(stack: Any, fake_composio: FakeComposio, pool: Any) -> None:
+async def test_a_call_runs_once_for_its_workspace_and_is_audited(
+    stack: Any, fake_composio: FakeComposio, pool: Any
+) -> None:
     ca = fake_composio.connect("T1", "github")
     fake_composio.connect("T10", "github")
     fake_composio.set_result("GITHUB_CREATE_AN_ISSUE", {"number": 7, "html_url": "https://github.com/acme/web/issues/7"})
@@ -60,7 +62,9 @@ async def test_a_call_runs_once_for_its_workspace_and_is_audited(stack: Any, fak
     assert row["duration_ms"] > 0 and row["error"] is None
 
 
-async def test_an_unknown_tool_is_an_error_the_model_can_read(stack: Any, fake_composio: FakeComposio, pool: Any) -> None:
+async def test_an_unknown_tool_is_an_error_the_model_can_read(
+    stack: Any, fake_composio: FakeComposio, pool: Any
+) -> None:
     fake_composio.connect("T1", "github")
     result = await stack.worker.execute(TURN, ToolCall("c", "GITHUB_MAKE_COFFEE", {}))
     assert isinstance(result, ToolResult) and not result.ok
@@ -69,7 +73,9 @@ async def test_an_unknown_tool_is_an_error_the_model_can_read(stack: Any, fake_c
     assert [r["status"] for r in await audit_rows(pool)] == ["invalid"]
 
 
-async def test_a_tool_of_an_unconnected_app_needs_a_connection(stack: Any, fake_composio: FakeComposio, pool: Any) -> None:
+async def test_a_tool_of_an_unconnected_app_needs_a_connection(
+    stack: Any, fake_composio: FakeComposio, pool: Any
+) -> None:
     fake_composio.connect("T10", "gmail")  # another workspace has Gmail; T1 does not
     result = await stack.worker.execute(TURN, ToolCall("c2", "GMAIL_SEND_EMAIL", {"recipient_email": "a@b.c"}))
 
@@ -80,7 +86,9 @@ async def test_a_tool_of_an_unconnected_app_needs_a_connection(stack: Any, fake_
     assert [(r["tool"], r["status"]) for r in await audit_rows(pool)] == [("GMAIL_SEND_EMAIL", "needs_connection")]
 
 
-async def test_arguments_are_checked_before_any_network_call(stack: Any, fake_composio: FakeComposio, pool: Any) -> None:
+async def test_arguments_are_checked_before_any_network_call(
+    stack: Any, fake_composio: FakeComposio, pool: Any
+) -> None:
     fake_composio.connect("T1", "github")
     result = await stack.worker.execute(TURN, ToolCall("c", "GITHUB_CREATE_AN_ISSUE", {"owner": "acme", "title": 5}))
 
@@ -119,7 +127,8 @@ async def test_large_outputs_are_cut_to_the_budget_as_valid_json(stack: Any, fak
     issues = [{"number": i, "title": f"Issue {i}", "body": "x" * 500} for i in range(300)]
     fake_composio.set_result("GITHUB_LIST_REPOSITORY_ISSUES", {"issues": issues})
 
-    result = await stack.worker.execute(TURN, ToolCall("c", "GITHUB_LIST_REPOSITORY_ISSUES", {"owner": "a", "repo": "b"}))
+    call = ToolCall("c", "GITHUB_LIST_REPOSITORY_ISSUES", {"owner": "a", "repo": "b"})
+    result = await stack.worker.execute(TURN, call)
 
     assert isinstance(result, ToolResult) and result.ok
     text = json.dumps(result.content)
@@ -136,7 +145,9 @@ def test_fit_output_leaves_small_data_alone_and_always_returns_json() -> None:
     assert len(json.dumps(cut, ensure_ascii=False)) <= 1000 and cut["truncated"] is True
 
 
-async def test_composio_down_gives_a_clear_error_for_executes(stack: Any, fake_composio: FakeComposio, pool: Any) -> None:
+async def test_composio_down_gives_a_clear_error_for_executes(
+    stack: Any, fake_composio: FakeComposio, pool: Any
+) -> None:
     fake_composio.connect("T1", "github")
     await stack.registry.active("T1")  # known before the outage
     await stack.schemas.toolkit("github")

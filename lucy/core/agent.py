@@ -24,7 +24,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -201,18 +201,8 @@ class LucyAgent:
         self._tool_tokens: dict[str, int] = {}
 
     async def run_turn(self, turn: Turn, progress: ProgressSink) -> Outcome:
-        with turn_context(workspace=turn.workspace, channel=turn.channel, thread=turn.thread_ts,
-                          turn_id=turn.turn_id or None) as turn_id:
-            turn = replace(turn, turn_id=turn_id)  # the executor's audit rows carry the logs' turn id
-            started = time.monotonic()
-            state = TurnState(messages=[user_message(turn.text, turn.user, turn.user_name)], tools=[])
-            try:
-                outcome = await self._start(turn, progress, state)
-            except asyncio.CancelledError:
-                await self._save_cancelled(turn, state)
-                raise
-            self._record(outcome, state, time.monotonic() - started)
-            return outcome
+        state = TurnState(messages=[user_message(turn.text, turn.user, turn.user_name)], tools=[])
+        return await self._guarded(turn, state, lambda t: self._start(t, progress, state))
 
     async def resume_turn(self, turn: Turn, state_json: JSON, results: Sequence[ToolResult],
                           progress: ProgressSink) -> Outcome:
@@ -221,20 +211,29 @@ class LucyAgent:
         The stopped turn's messages are already in the thread; the decision arrives as a note
         from Lucy and the loop goes on with the steps it had left.
         """
+        prior = TurnState.from_json(state_json)
+        limit = self._d.limits.tool_output_max_chars
+        lines = [f"- {r.name} (call {r.call_id}): {untrusted(r.name, r.content, limit)}" for r in results]
+        note = {"role": "user", "content": "[Note from Lucy, not from the person] Approval decided:\n"
+                + "\n".join(lines) + "\nContinue the person's request."}
+        state = TurnState(messages=[note], tools=prior.tools, step=prior.step, usage=prior.usage,
+                          tool_calls=prior.tool_calls, saved=0)
+
+        async def resume(t: Turn) -> Outcome:
+            history = await self._d.memory.load(t.workspace, t.channel, t.thread_ts)
+            connected = await self._connected(t.workspace)
+            return await self._loop(t, progress, state, _Prompt(self._system(t, connected), history))
+
+        return await self._guarded(turn, state, resume)
+
+    async def _guarded(self, turn: Turn, state: TurnState, body: Callable[[Turn], Awaitable[Outcome]]) -> Outcome:
+        """Logging context, the turn id on the Turn, what a cancellation leaves behind, and the record."""
         with turn_context(workspace=turn.workspace, channel=turn.channel, thread=turn.thread_ts,
                           turn_id=turn.turn_id or None) as turn_id:
-            turn = replace(turn, turn_id=turn_id)
+            turn = replace(turn, turn_id=turn_id)  # the executor's audit rows carry the logs' turn id
             started = time.monotonic()
-            prior = TurnState.from_json(state_json)
-            note = {"role": "user", "content": "[Note from Lucy, not from the person] Approval decided:\n" + "\n".join(
-                f"- {r.name} (call {r.call_id}): {untrusted(r.name, r.content, self._d.limits.tool_output_max_chars)}"
-                for r in results) + "\nContinue the person's request."}
-            state = TurnState(messages=[note], tools=prior.tools, step=prior.step, usage=prior.usage,
-                              tool_calls=prior.tool_calls, saved=0)
             try:
-                history = await self._d.memory.load(turn.workspace, turn.channel, turn.thread_ts)
-                connected = await self._connected(turn.workspace)
-                outcome = await self._loop(turn, progress, state, _Prompt(self._system(turn, connected), history))
+                outcome = await body(turn)
             except asyncio.CancelledError:
                 await self._save_cancelled(turn, state)
                 raise
@@ -444,7 +443,8 @@ class LucyAgent:
             body = {"status": "awaiting_approval", "approval_id": result.approval_id,
                     "note": "Nothing ran yet. A person must approve this call first."}
         elif ran.from_app:
-            content = result.content if result.ok else {"error": result.content}
+            failed_already_says_so = isinstance(result.content, dict) and "error" in result.content
+            content = result.content if result.ok or failed_already_says_so else {"error": result.content}
             body = untrusted(p.name, content, self._d.limits.tool_output_max_chars)
         else:
             body = result.content

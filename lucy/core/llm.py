@@ -65,7 +65,12 @@ class LLMReply:
 
 
 class LLM(Protocol):
-    """One chat completion. Raises LLMContextError (prompt too long) or LLMError (all models failed)."""
+    """One chat completion. Raises LLMContextError (prompt too long) or LLMError (all models failed).
+
+    With ``on_text`` the reply's text is streamed to it as it arrives. That text may belong to a
+    step that then calls tools ("Let me check…"), and a stream that breaks midway is retried, so
+    the sink can see a beginning twice: the returned reply (and the turn's Outcome) is what counts.
+    """
 
     @property
     def context_tokens(self) -> int:

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lucy.cache import Cache
 from lucy.core.types import ToolkitConnection
@@ -29,6 +29,9 @@ from lucy.errors import IntegrationError
 from lucy.integrations.caching import SingleFlight, cache_errors, database_errors
 from lucy.integrations.composio_client import ComposioAPI, ConnectedAccount
 from lucy.log import get_logger
+
+if TYPE_CHECKING:
+    from lucy.web.metrics import Metrics
 
 log = get_logger("lucy.integrations.registry")
 
@@ -108,6 +111,7 @@ class IntegrationRegistry:
         ttl: float = 300.0,
         last_known_ttl: float = 86400.0,
         outage_ttl: float = 15.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
         self._pool = pool
@@ -118,12 +122,15 @@ class IntegrationRegistry:
         self._flight: SingleFlight[WorkspaceIntegrations] = SingleFlight()
         self._generation: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._metrics = metrics
 
     # --- lookups ---------------------------------------------------------------------------
 
     async def active(self, workspace: str) -> WorkspaceIntegrations:
         """The workspace's active connections (cached; see the module docstring)."""
         cached = WorkspaceIntegrations.from_cache(workspace, await self._cache_get(FRESH, workspace), "cache")
+        if self._metrics is not None:
+            self._metrics.cache_requests.labels(result="hit" if cached is not None else "miss").inc()
         if cached is not None:
             return cached
         return await self._flight.run(workspace, lambda: self._load(workspace))
@@ -282,7 +289,3 @@ class IntegrationRegistry:
         except cache_errors() as exc:
             log.warning("registry_cache_unavailable", op="delete", error=str(exc))
 
-
-async def warm(registry: IntegrationRegistry, workspaces: Iterable[str]) -> None:
-    """Load several workspaces at once (start-up, benchmarks)."""
-    await asyncio.gather(*(registry.active(w) for w in workspaces))

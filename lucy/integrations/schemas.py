@@ -70,6 +70,11 @@ class SanitizedTool:
     arg_names: Mapping[str, str] = field(default_factory=dict)  # model's argument name → Composio's
     repairs: tuple[str, ...] = ()
     deprecated: bool = False
+    tags: tuple[str, ...] = ()  # Composio's (readOnlyHint, destructiveHint, important, ...)
+
+    @property
+    def description(self) -> str:
+        return str(self.definition["function"].get("description", ""))
 
     @property
     def parameters(self) -> JSON:
@@ -103,7 +108,8 @@ def argument_name(name: str) -> str:
 
 
 def _description(raw: Mapping[str, Any], name: str) -> str:
-    text = " ".join(str(raw.get("description") or raw.get("name") or name).split())
+    # Kept verbatim when it fits (token counts elsewhere are computed on the verbatim text).
+    text = str(raw.get("description") or raw.get("name") or name).strip()
     if len(text) <= MAX_DESCRIPTION:
         return text
     cut = text[: MAX_DESCRIPTION - 1].rsplit(" ", 1)[0]
@@ -312,6 +318,7 @@ def sanitize_tool(raw: Mapping[str, Any]) -> SanitizedTool:
         arg_names=renames,
         repairs=tuple(ctx.notes),
         deprecated=bool(raw.get("is_deprecated")),
+        tags=tuple(str(t) for t in raw.get("tags") or () if isinstance(t, str)),
     )
 
 
@@ -485,6 +492,14 @@ class ToolSchemaCache:
         for tool in tools.tools:
             self._names[tool.slug] = tool
             self._names[tool.name] = tool
+
+    def raw_tool(self, slug: str) -> JSON | None:
+        """The tool as Composio described it (``tags`` included), if its toolkit is loaded."""
+        tool = self._names.get(slug)
+        kit = self._toolkits.get(tool.toolkit) if tool is not None else None
+        if tool is None or kit is None:
+            return None
+        return next((raw for t, raw in zip(kit.tools, kit.raw, strict=True) if t.slug == tool.slug), None)
 
     def find(self, name: str) -> SanitizedTool | None:
         """A loaded tool by the name the model used (or its Composio slug)."""

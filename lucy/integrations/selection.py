@@ -31,17 +31,19 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from lucy.core.types import CONNECT_APP, SEARCH_TOOLS, ToolDef
 from lucy.integrations.selection_text import (
     EXACT,
     LEXICON_WORDS,
     STOPWORDS,
+    embedding_text,
     expand,
     fold,
     parse,
     request_action,
+    split_tasks,
     stem,
     tokens,
     tool_action,
@@ -172,7 +174,9 @@ _BIGRAM_WEIGHT = 0.5  # of a name bigram hit, relative to a query word
 _EXPANSION_SCALE = 1.15  # times the lexicon's own weight (exact 0.9, loose 0.5)
 _PAYLOAD_WEIGHT = 0.2  # of a word inside quotes or after "…:", relative to a written word
 _ENTITY_WEIGHT = 0.3  # of a word describing a shape (``owner/repo#1``), relative to a written word
-_HISTORY_WEIGHT = 0.3  # of a word from the recent thread
+_HISTORY_WEIGHT = 0.3
+_EMBED_WEIGHT = 0.3  # of the sentence-similarity z-score, relative to the lexical z-score
+_FIX_WEIGHT = 0.6  # of a word the spelling fix changed, relative to a written word
 _MENTION_BONUS = 1.5  # score added to every tool of an app the request names
 _ACTION_BONUS = 1.5  # when the tool does what the request asks (read / create / update / delete)
 _PRIOR_IMPORTANT = 0.5
@@ -211,6 +215,8 @@ class _ToolkitIndex:
     name_words: tuple[str, ...]
     alias_of: dict[str, str]  # slug → the alias group it belongs to (its first member's slug)
     vocab: dict[str, int]  # unstemmed words of names and descriptions → count, for spelling fixes
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the indexed tools, in doc order
+    vectors: Any = None  # their sentence vectors (numpy, one row per doc) once embedded
 
 
 def _slug_words(slug: str, toolkit: str) -> str:
@@ -289,7 +295,8 @@ def _doc_for(tool: Mapping[str, Any], toolkit: str) -> _Doc:
 
 
 def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -> _ToolkitIndex:
-    docs = [_doc_for(tool, toolkit) for tool in tools if tool.get("slug")]
+    tools = [tool for tool in tools if tool.get("slug")]
+    docs = [_doc_for(tool, toolkit) for tool in tools]
     avg: dict[str, float] = {f: (sum(d.lengths[f] for d in docs) / len(docs) or 1.0) if docs else 1.0 for f in _FIELDS}
     postings: dict[str, list[tuple[int, float]]] = {}
     for pos, doc in enumerate(docs):
@@ -317,6 +324,7 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
         name_words=name_words,
         alias_of=alias_of,
         vocab=vocab,
+        tools=tools,
     )
 
 
@@ -343,6 +351,18 @@ def _alias_groups(toolkit: str, tools: list[dict[str, Any]]) -> dict[str, str]:
     return alias_of
 
 
+def _interleave(lists: list[list[str]], limit: int) -> list[str]:
+    """Round-robin over ``lists``, each slug once, at most ``limit``."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for row in itertools.zip_longest(*lists):
+        for slug in row:
+            if slug is not None and slug not in seen:
+                seen.add(slug)
+                out.append(slug)
+    return out[:limit]
+
+
 @dataclass(frozen=True)
 class Selection:
     """What one turn gets: the ranking, the tools sent, and what they cost."""
@@ -362,6 +382,21 @@ class _Query:
             self.weights[term] = weight
 
 
+class Embedder(Protocol):
+    """Sentence vectors of tools and requests (:class:`lucy.integrations.selection_embed.ToolEmbedder`)."""
+
+    def cached(self, toolkit: str, tools: list[dict[str, Any]]) -> Any | None: ...
+
+    def vectors(self, toolkit: str, tools: list[dict[str, Any]]) -> Any: ...
+
+    def query(self, text: str) -> Any: ...
+
+
+def _zscores(values: Any) -> Any:
+    spread = float(values.std())
+    return (values - values.mean()) / (spread if spread > 1e-9 else 1.0)
+
+
 class ToolSelector:
     """Ranks and selects tools per turn over per-toolkit indexes built once.
 
@@ -369,11 +404,15 @@ class ToolSelector:
         k: at most this many app tools per turn (pinned ones included).
         token_budget: at most this many tokens of tool definitions per turn (pinned ones and the
             ``meta`` definitions passed to :meth:`select` included).
+        embedder: sentence vectors to fuse with the lexical scores; None ranks lexically. A
+            toolkit is fused only once its vectors exist (cached ones are picked up by
+            :meth:`add_toolkit`; :meth:`embed_pending` computes the rest).
     """
 
-    def __init__(self, *, k: int = 20, token_budget: int = 8000) -> None:
+    def __init__(self, *, k: int = 20, token_budget: int = 8000, embedder: Embedder | None = None) -> None:
         self.k = k
         self.token_budget = token_budget
+        self._embedder = embedder
         self._indexes: dict[str, _ToolkitIndex] = {}
         self._idf: dict[str, float] = {}
         self._where: dict[str, tuple[str, int]] = {}  # slug → (toolkit, doc position)
@@ -391,6 +430,8 @@ class ToolSelector:
             return
         display = next((str(t["toolkit"].get("name")) for t in tools if isinstance(t.get("toolkit"), dict)), key)
         index = _build_index(key, tools, display)
+        if self._embedder is not None:
+            index.vectors = self._embedder.cached(key, index.tools)
         self._indexes[key] = index
         for pos, doc in enumerate(index.docs):
             self._where.setdefault(doc.slug, (key, pos))
@@ -398,6 +439,30 @@ class ToolSelector:
 
     def has_toolkit(self, toolkit: str) -> bool:
         return toolkit.lower() in self._indexes
+
+    def embed_pending(self, toolkits: Iterable[str] | None = None) -> int:
+        """Compute the sentence vectors that are not cached yet; returns how many toolkits got them.
+
+        CPU-bound (seconds for a large toolkit the first time, then read from the cache): call
+        it off the event loop (``asyncio.to_thread``). Until it runs, rankings are lexical.
+        """
+        if self._embedder is None:
+            return 0
+        wanted = self._known(toolkits) if toolkits is not None else sorted(self._indexes)
+        done = 0
+        for tk in wanted:
+            index = self._indexes[tk]
+            if index.vectors is None:
+                index.vectors = self._embedder.vectors(tk, index.tools)
+                done += 1
+        return done
+
+    def fused(self, toolkits: Iterable[str]) -> bool:
+        """Whether rankings over ``toolkits`` use sentence vectors (all of them are embedded)."""
+        known = self._known(toolkits)
+        return self._embedder is not None and bool(known) and all(
+            self._indexes[tk].vectors is not None for tk in known
+        )
 
     def _refresh_shared(self) -> None:
         """Recompute idf over all indexed tools, and which name words single out one app."""
@@ -457,13 +522,16 @@ class ToolSelector:
         """Weighted query terms, and the terms that may name an app."""
         query = _Query()
         parsed = parse(text)
-        raw = [self._correct(w) for w in words(parsed.intent)]
+        written = words(parsed.intent)
+        raw = [self._correct(w) for w in written]
         query.action = request_action(raw)
         seq = [stem(w) for w in raw]
         content = [w for w, r in zip(seq, raw, strict=True) if r not in STOPWORDS]
         naming = set(content) | {stem(w) for w in parsed.apps}
-        for term in content:
-            query.add(term, 1.0)
+        for term, r, w in zip(seq, raw, written, strict=True):
+            if r not in STOPWORDS:
+                # A spelling fix is a guess ("contract" is a word, not a typo of "contact").
+                query.add(term, 1.0 if r == w else _FIX_WEIGHT)
         for bigram in _bigrams(content):
             query.add(bigram, _BIGRAM_WEIGHT)
         for term, weight in expand(seq):
@@ -514,10 +582,40 @@ class ToolSelector:
     def _known(self, toolkits: Iterable[str]) -> list[str]:
         return sorted({tk.lower() for tk in toolkits} & self._indexes.keys())
 
+    def _ranked(self, text: str, known: list[str], history: str, limit: int) -> list[str]:
+        """Lexical scores, fused with sentence similarity when every toolkit has vectors.
+
+        Both are standardised over the connected tools (z-scores) so neither scale dominates;
+        the lexical side leads (:data:`_EMBED_WEIGHT` < 1) because it knows the app
+        vocabulary, shapes and actions, while the vectors rescue requests whose tool words
+        are implicit.
+        """
+        scored = self._scores(text, known, history)
+        if not scored or not self.fused(known):
+            return [slug for _, slug in heapq.nlargest(limit, scored)]
+        import numpy as np
+
+        assert self._embedder is not None
+        query = self._embedder.query(embedding_text(text))
+        similarity = np.concatenate([self._indexes[tk].vectors @ query for tk in known])
+        lexical = np.fromiter((score for score, _ in scored), dtype=np.float64, count=len(scored))
+        combined = _zscores(lexical) + _EMBED_WEIGHT * _zscores(similarity.astype(np.float64))
+        top = np.argsort(-combined, kind="stable")[:limit]
+        return [scored[int(i)][1] for i in top]
+
     def rank(self, text: str, toolkits: Iterable[str], *, history: str = "", limit: int = 50) -> list[str]:
-        """Slugs of the tools of ``toolkits`` that best fit ``text``, best first."""
-        scored = self._scores(text, self._known(toolkits), history)
-        return [slug for _, slug in heapq.nlargest(limit, scored)]
+        """Slugs of the tools of ``toolkits`` that best fit ``text``, best first.
+
+        A request with two tasks ("file an issue … and then put a reminder on my calendar") is
+        also ranked task by task, and the rankings take turns, so each task gets the first
+        places rather than the one whose words dominate the whole request.
+        """
+        known = self._known(toolkits)
+        whole = self._ranked(text, known, history, limit)
+        tasks = split_tasks(text)
+        if not tasks:
+            return whole
+        return _interleave([whole, *(self._ranked(t, known, history, limit) for t in tasks)], limit)
 
     # -- selecting ----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import json
 import math
 import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     Matrix = npt.NDArray[np.float32]
+    Vector = npt.NDArray[np.float32]
+    Array = npt.NDArray[Any]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 # The sha256 of sentence-transformers/all-MiniLM-L6-v2's model.safetensors as published on its
@@ -104,7 +106,7 @@ def _read_safetensors(path: Path) -> dict[str, Matrix]:
     return out
 
 
-def _erf(x: Matrix) -> Matrix:
+def _erf(x: Array) -> Array:
     """erf to ~1e-7 (Abramowitz & Stegun 7.1.26); BERT's GELU is the erf one, not the tanh fit."""
     import numpy as np
 
@@ -112,16 +114,16 @@ def _erf(x: Matrix) -> Matrix:
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))  # type: ignore[no-any-return]
+    return sign * (1.0 - poly * np.exp(-a * a))
 
 
-def _layer_norm(x: Matrix, weight: Matrix, bias: Matrix) -> Matrix:
+def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:
     import numpy as np
 
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
     var = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred / np.sqrt(var + _LAYER_NORM_EPS) * weight + bias  # type: ignore[no-any-return]
+    return centred / np.sqrt(var + _LAYER_NORM_EPS) * weight + bias
 
 
 class MiniLM:
@@ -221,5 +223,123 @@ class MiniLM:
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)  # type: ignore[no-any-return]
 
 
-def describe(x: Any) -> str:  # pragma: no cover - debugging aid
-    return f"{type(x).__name__}{getattr(x, 'shape', '')}"
+# --- tool vectors, cached on disk ------------------------------------------------------------
+
+
+def tool_texts(tool: Mapping[str, Any]) -> tuple[str, str]:
+    """What a tool's vector is made of: its display name, and its name with its description.
+
+    The name alone matches short requests ("request reviewers for a pull request"); the
+    description adds the words the name leaves out. The tool's vector is the mean of both.
+    """
+    name = str(tool.get("name") or tool.get("slug") or "")
+    return name, f"{name}: {tool.get('description') or ''}"
+
+
+def _key(tool: Mapping[str, Any]) -> str:
+    name, full = tool_texts(tool)
+    return hashlib.sha256(f"{MODEL_NAME}\0{name}\0{full}".encode()).hexdigest()[:32]
+
+
+class ToolEmbedder:
+    """Vectors of tools (cached on disk per toolkit, keyed by a hash of each tool's text) and of requests.
+
+    Args:
+        model: the encoder.
+        cache_dir: where tool vectors are kept between runs; None keeps them in memory only.
+    """
+
+    def __init__(self, model: MiniLM, cache_dir: Path | None) -> None:
+        self._model = model
+        self._cache_dir = cache_dir
+        self._queries: dict[str, Vector] = {}
+
+    def _cache_file(self, toolkit: str) -> Path | None:
+        if self._cache_dir is None:
+            return None
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in toolkit)
+        return self._cache_dir / f"{safe}.npz"
+
+    def _read_cache(self, toolkit: str) -> dict[str, Vector]:
+        import numpy as np
+
+        file = self._cache_file(toolkit)
+        if file is None or not file.is_file():
+            return {}
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+        except (OSError, ValueError, KeyError):
+            return {}  # a torn or foreign file is recomputed, never trusted
+        if vectors.ndim != 2 or vectors.shape[1] != self._model.dim or len(keys) != len(vectors):
+            return {}
+        return {str(k): vectors[i] for i, k in enumerate(keys)}
+
+    def _write_cache(self, toolkit: str, keys: list[str], vectors: Matrix) -> None:
+        import numpy as np
+
+        file = self._cache_file(toolkit)
+        if file is None:
+            return
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            partial = file.with_suffix(".part.npz")
+            np.savez(partial, keys=np.array(keys), vectors=vectors.astype(np.float32))
+            partial.replace(file)
+        except OSError:
+            pass  # a read-only data dir costs recomputation next run, nothing else
+
+    def cached(self, toolkit: str, tools: Sequence[Mapping[str, Any]]) -> Matrix | None:
+        """The toolkit's vectors if every tool's is cached (cheap: no encoding), else None."""
+        import numpy as np
+
+        stored = self._read_cache(toolkit)
+        keys = [_key(t) for t in tools]
+        if not keys or any(k not in stored for k in keys):
+            return None
+        return np.stack([stored[k] for k in keys])
+
+    def vectors(self, toolkit: str, tools: Sequence[Mapping[str, Any]]) -> Matrix:
+        """The toolkit's vectors, one row per tool in order; encodes (and caches) what is missing."""
+        import numpy as np
+
+        stored = self._read_cache(toolkit)
+        keys = [_key(t) for t in tools]
+        missing = [i for i, k in enumerate(keys) if k not in stored]
+        if missing:
+            texts = [text for i in missing for text in tool_texts(tools[i])]
+            encoded = self._model.encode(texts)
+            for j, i in enumerate(missing):
+                stored[keys[i]] = (encoded[2 * j] + encoded[2 * j + 1]) / 2.0
+            self._write_cache(toolkit, keys, np.stack([stored[k] for k in keys]))
+        if not keys:
+            return np.zeros((0, self._model.dim), dtype=np.float32)
+        return np.stack([stored[k] for k in keys])
+
+    def query(self, text: str) -> Vector:
+        """The vector of a request (the last few are remembered: a turn ranks the same text twice)."""
+        hit = self._queries.get(text)
+        if hit is None:
+            hit = self._model.encode([text])[0]
+            if len(self._queries) >= _QUERY_MEMORY:
+                self._queries.clear()
+            self._queries[text] = hit
+        return hit
+
+
+_QUERY_MEMORY = 256
+
+
+def load_embedder(model_dir: Path, cache_dir: Path | None) -> ToolEmbedder:
+    """The encoder in ``model_dir`` with tool vectors cached in ``cache_dir``.
+
+    Raises:
+        ModelUnavailable: the model files, numpy or tokenizers are missing or unreadable; the
+            caller then ranks lexically.
+    """
+    try:
+        import numpy  # noqa: F401
+        import tokenizers  # noqa: F401
+    except ImportError as exc:
+        raise ModelUnavailable(f"{exc.name} is not installed") from exc
+    return ToolEmbedder(MiniLM(model_dir), cache_dir)

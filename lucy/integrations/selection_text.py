@@ -362,6 +362,17 @@ class Parsed:
     payload: str  # quoted or trailing content
 
 
+def embedding_text(text: str) -> str:
+    """What a sentence encoder should read of a request: its intent, shapes said in words.
+
+    ``acme/web#12`` means nothing to an encoder trained on prose ("acme" and "web" pull it
+    towards web tools); "repository issue pull request" does. Payload is left out for the same
+    reason the lexical side down-weights it.
+    """
+    parsed = parse(text)
+    return " ".join([*parsed.intent.split(), *dict.fromkeys(parsed.entities)])
+
+
 def parse(text: str) -> Parsed:
     payload: list[str] = []
 
@@ -441,3 +452,46 @@ def request_action(intent_words: list[str]) -> str | None:
         if action is not None:
             return action
     return None
+
+
+# A second task joined to the first ("file an issue … and then put a reminder on my calendar"):
+# a conjunction followed by an imperative verb. Question words and "I" never start a task, so
+# "ana and I are free" or "the needs-triage and ios labels" stay one request.
+_TASK_JOIN = re.compile(
+    r"(?:[,;]\s*|\s)(?:and\s+then|and\s+also|and|then|also|plus)\s+"
+    r"(?:(?:please|pls|can\s+you|could\s+you)\s+)?(?=(?P<verb>[a-z]+)\b)",
+    re.I,
+)
+_QUESTION = frozenset(_split("any which what whats who whos where when how is are did does has was were"))
+
+
+def split_tasks(text: str) -> list[str]:
+    """The tasks of a request that asks for two or more things, or ``[]`` for a single task.
+
+    Joins inside the payload (quotes, code, what follows "…: ", later lines) do not split:
+    "mark 'Migrate and delete old repos' as Done" is one task.
+    """
+    masked = _PAYLOAD.sub(lambda m: "_" * len(m.group(0)), text)
+    end = masked.find("\n")
+    end = len(masked) if end < 0 else end
+    tail_match = _COLON_TAIL.match(masked[:end])
+    if tail_match is not None:
+        end = tail_match.start("tail")
+    cuts: list[tuple[int, int]] = []
+    start = 0
+    for match in _TASK_JOIN.finditer(masked, 0, end):
+        verb = fold(match.group("verb"))
+        if verb in _QUESTION or _REQUEST_VERBS.get(verb) is None:
+            continue
+        if tokens(masked[start : match.start()]):
+            cuts.append((match.start(), match.end()))
+            start = match.end()
+    if not cuts or not tokens(masked[start:end]):
+        return []
+    parts: list[str] = []
+    start = 0
+    for cut_start, cut_end in cuts:
+        parts.append(text[start:cut_start])
+        start = cut_end
+    parts.append(text[start:])
+    return parts

@@ -120,6 +120,7 @@ class WorkspaceToolset:
         self._meta_tools = meta_tools
         self._max_tools = min(max_tools, MAX_TOOLS)
         self._search_limit = search_limit
+        self._changed_cache: dict[tuple[str, float], dict[str, ToolDef]] = {}
 
     async def _loaded(self, workspace: str) -> list[ToolkitTools]:
         active = await self._registry.active_toolkits(workspace)
@@ -136,6 +137,26 @@ class WorkspaceToolset:
         unconnected = set(self._connectable()) - set(connected)
         return self._meta_tools(sorted(unconnected))
 
+    def _changed(self, toolkit: ToolkitTools) -> dict[str, ToolDef]:
+        """The definitions sanitising changed (names, repaired schemas, cut descriptions).
+
+        The selector counts tokens of a definition it is given on every call (~20 µs each) and
+        has the plain conversion of every other tool counted already; handing it only the few
+        that differ keeps a turn's selection at about a millisecond instead of ~18 ms for GitHub.
+        """
+        key = (toolkit.toolkit, toolkit.loaded_at)
+        found = self._changed_cache.get(key)
+        if found is None:
+            from lucy.integrations.selection import plain_definition
+
+            found = {
+                t.slug: t.definition for t, raw in zip(toolkit.tools, toolkit.raw, strict=True)
+                if t.definition != plain_definition(raw)
+            }
+            self._changed_cache = {k: v for k, v in self._changed_cache.items() if k[0] != toolkit.toolkit}
+            self._changed_cache[key] = found
+        return found
+
     async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]:
         loaded = await self._loaded(workspace)
         meta = self._meta(tk.toolkit for tk in loaded)
@@ -143,8 +164,9 @@ class WorkspaceToolset:
             tools = [t.definition for t in capped(loaded, self._max_tools - len(meta))]
         else:
             definitions = {t.slug: t.definition for tk in loaded for t in tk.tools}
+            changed = {slug: d for tk in loaded for slug, d in self._changed(tk).items()}
             selection = self._selector.select(
-                request, [tk.toolkit for tk in loaded], history=history_text, definitions=definitions, meta=meta
+                request, [tk.toolkit for tk in loaded], history=history_text, definitions=changed, meta=meta
             )
             tools = [definitions[s] for s in selection.selected if s in definitions]
         chosen = [*tools[: self._max_tools - len(meta)], *meta]

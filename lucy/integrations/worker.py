@@ -40,8 +40,6 @@ from lucy.errors import (
     IntegrationError,
     IntegrationTimeoutError,
     IntegrationUnavailableError,
-    ToolExecutionError,
-    ToolNotFoundError,
 )
 from lucy.integrations.caching import database_errors
 from lucy.log import get_logger, redact_value
@@ -54,6 +52,7 @@ if TYPE_CHECKING:
     from lucy.integrations.registry import IntegrationRegistry
     from lucy.integrations.schemas import SanitizedTool, ToolSchemaCache
     from lucy.integrations.toolset import Selector, WorkspaceToolset
+    from lucy.web.metrics import Metrics
 
 log = get_logger("lucy.integrations.worker")
 
@@ -221,6 +220,7 @@ class IntegrationWorker:
         policy: CallPolicy | None = None,
         timeout: float = 60.0,
         output_max_chars: int = 20000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
         self._registry = registry
@@ -230,6 +230,7 @@ class IntegrationWorker:
         self.policy: CallPolicy = policy or AllowAll()
         self._timeout = timeout
         self._output_max_chars = output_max_chars
+        self._metrics = metrics
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -251,7 +252,7 @@ class IntegrationWorker:
     # --- one call ------------------------------------------------------------------------------
 
     async def _handle(self, turn: Turn, call: ToolCall, *, approved_by: str | None) -> ExecuteResult:
-        audit = _Audit(self._audit, turn, call, time.perf_counter())
+        audit = _Audit(self._audit, turn, call, time.perf_counter(), self._metrics)
         if call.name == CONNECT_APP:
             return await self._connect_app(turn, call, audit)
         try:
@@ -317,7 +318,7 @@ class IntegrationWorker:
             # Composio lost the account since our last sync (revoked or expired): resync, ask to reconnect.
             await self._registry.invalidate(turn.workspace)
             return await self._needs_connection(turn, call, tool.toolkit), "needs_connection", str(exc)
-        except (IntegrationUnavailableError, ToolNotFoundError, ToolExecutionError, IntegrationError) as exc:
+        except IntegrationError as exc:  # unavailable, rate-limited, auth, tool refused or unknown
             return self._failed(call, self._outage_sentence(tool, exc)), "failed", str(exc)
         if not execution.successful:
             message = execution.error or "The app reported a failure without saying why."
@@ -397,8 +398,9 @@ class IntegrationWorker:
 class _Audit:
     """Collects what one attempt's audit row needs, then writes it when the result is known."""
 
-    def __init__(self, log_: AuditLog, turn: Turn, call: ToolCall, started: float) -> None:
+    def __init__(self, log_: AuditLog, turn: Turn, call: ToolCall, started: float, metrics: Metrics | None) -> None:
         self._log = log_
+        self._metrics = metrics
         self._turn = turn
         self._started = started
         self.tool = call.name
@@ -428,6 +430,8 @@ class _Audit:
         ))
         log.info("tool_call", workspace=self._turn.workspace, tool=self.tool, status=status,
                  duration_ms=round(duration_ms, 1))
+        if self._metrics is not None:
+            self._metrics.tool_executions.labels(status=status).inc()
         return result
 
 
@@ -444,6 +448,7 @@ class Integrations:
     connections: ComposioConnections
     toolset: WorkspaceToolset
     worker: IntegrationWorker
+    audit: AuditLog | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -457,6 +462,7 @@ def build_integrations(
     client: ComposioClient | None = None,
     selector: Selector | None = None,
     policy: CallPolicy | None = None,
+    metrics: Metrics | None = None,
 ) -> Integrations:
     """Wire client → registry → schemas → connections → toolset → worker from settings.
 
@@ -470,12 +476,23 @@ def build_integrations(
     from lucy.integrations.toolset import WorkspaceToolset
 
     client = client or client_from_settings(settings)
-    registry = IntegrationRegistry(client, pool, cache, ttl=settings.cache_ttl_seconds)
+    registry = IntegrationRegistry(client, pool, cache, ttl=settings.cache_ttl_seconds, metrics=metrics)
     schemas = ToolSchemaCache(client, cache, ttl=settings.tool_schema_ttl_seconds)
     connections = ComposioConnections(client, registry, public_url=settings.public_url)
     toolset = WorkspaceToolset(registry, schemas, selector=selector, connectable=connections.known_toolkits)
+    audit = AuditLog(pool)
     worker = IntegrationWorker(
-        client, registry, schemas, connections, AuditLog(pool),
-        policy=policy, timeout=settings.tool_timeout_seconds, output_max_chars=settings.tool_output_max_chars,
+        client, registry, schemas, connections, audit, policy=policy, timeout=settings.tool_timeout_seconds,
+        output_max_chars=settings.tool_output_max_chars, metrics=metrics,
     )
-    return Integrations(client, registry, schemas, connections, toolset, worker)
+    return Integrations(client, registry, schemas, connections, toolset, worker, audit)
+
+
+if TYPE_CHECKING:
+    from lucy.core.types import Connections, ToolCatalog, ToolExecutor, Toolset
+
+    def _ports(
+        worker: IntegrationWorker, toolset: WorkspaceToolset, connections: ComposioConnections, client: ComposioClient
+    ) -> tuple[ToolExecutor, Toolset, ToolCatalog, Connections, ComposioAPI]:
+        """mypy checks here that every adapter satisfies the Protocol it is used as."""
+        return worker, toolset, toolset, connections, client

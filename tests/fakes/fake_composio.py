@@ -553,7 +553,8 @@ class FakeComposio:
         if not link["callback_url"]:
             return web.Response(text="Connected. You can close this tab.")
         parts = urlsplit(link["callback_url"])
-        query = parse_qsl(parts.query) + [
+        query = [
+            *parse_qsl(parts.query),
             ("status", "success" if ok else "failed"),
             ("connected_account_id", link["account"]),
         ]
