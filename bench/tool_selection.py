@@ -12,6 +12,9 @@ median estimated tokens of everything sent (selected app tools + the two meta-to
 
 Ranking time is measured in-process on the same ToolSelector the command uses: `rank()` with ALL
 catalog toolkits connected (1,357 tools — the worst case), and `select()` with the request's own.
+With the sentence model present, `rank()` includes encoding the request (each request is new to
+the selector, as in real traffic; `select()` then reuses that vector, as a turn does); the table
+also shows the encoding alone and the lexical ranker alone.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from lucy.integrations.rank_cli import load_catalog  # noqa: E402
+from lucy.integrations.rank_cli import _embedder, load_catalog  # noqa: E402
 from lucy.integrations.selection import ToolSelector  # noqa: E402
+from lucy.integrations.selection_embed import ToolEmbedder  # noqa: E402
+from lucy.integrations.selection_text import embedding_text  # noqa: E402
 
 COMPOSIO = SHARED / "composio" / "tools"
 SETS: dict[str, tuple[Path, Path, str]] = {
@@ -103,32 +108,51 @@ def _p99(sorted_values: list[float]) -> float:
     return sorted_values[min(len(sorted_values) - 1, math.ceil(len(sorted_values) * 0.99) - 1)]
 
 
-def timings(catalog: Path, requests: list[dict[str, Any]]) -> dict[str, float]:
-    by_toolkit = load_catalog(str(catalog))
-    started = time.perf_counter()
-    selector = ToolSelector()
+def _selector(by_toolkit: dict[str, list[dict[str, Any]]], embedder: Any) -> ToolSelector:
+    selector = ToolSelector(embedder=embedder)
     for toolkit, tools in by_toolkit.items():
         selector.add_toolkit(toolkit, tools)
+    return selector
+
+
+def timings(catalog: Path, requests: list[dict[str, Any]], embedder: Any) -> dict[str, float]:
+    by_toolkit = load_catalog(str(catalog))
+    started = time.perf_counter()
+    selector = _selector(by_toolkit, embedder)
     build = time.perf_counter() - started
+    selector.embed_pending()  # from the cache the command filled (computed here if it is not)
+    lexical = _selector(by_toolkit, None)
     everything = list(by_toolkit)
     rank_ms: list[float] = []
     select_ms: list[float] = []
+    lexical_ms: list[float] = []
+    encode_ms: list[float] = []
     # One pass on a fresh selector: each request is seen once, as in real traffic (the spelling
-    # fixes it caches would make a second pass look faster than a first turn is).
+    # fixes and request vectors it caches would make a second pass look faster than a first turn is).
     for request in requests:
         t0 = time.perf_counter()
         selector.rank(request["text"], everything, limit=K)
         t1 = time.perf_counter()
         selector.select(request["text"], request["connected"])
         t2 = time.perf_counter()
+        lexical.rank(request["text"], everything, limit=K)
+        t3 = time.perf_counter()
         rank_ms.append((t1 - t0) * 1000)
         select_ms.append((t2 - t1) * 1000)
-    rank_ms.sort()
-    select_ms.sort()
+        lexical_ms.append((t3 - t2) * 1000)
+        if isinstance(embedder, ToolEmbedder):
+            t4 = time.perf_counter()
+            embedder.encode(embedding_text(request["text"]))
+            encode_ms.append((time.perf_counter() - t4) * 1000)
+    for values in (rank_ms, select_ms, lexical_ms, encode_ms):
+        values.sort()
     return {
         "index build s": build,
         "rank p50 ms": statistics.median(rank_ms), "rank p99 ms": _p99(rank_ms),
         "select p50 ms": statistics.median(select_ms), "select p99 ms": _p99(select_ms),
+        "lexical p50 ms": statistics.median(lexical_ms), "lexical p99 ms": _p99(lexical_ms),
+        "encode p50 ms": statistics.median(encode_ms) if encode_ms else float("nan"),
+        "encode p99 ms": _p99(encode_ms) if encode_ms else float("nan"),
         "tools": sum(len(t) for t in by_toolkit.values()),
     }
 
@@ -138,6 +162,7 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SETS), action="append", help="run only these sets")
     args = parser.parse_args()
     names = args.only or list(SETS)
+    embedder = _embedder()  # the same choice the command makes (LUCY_EMBEDDING_MODEL)
     cli_cache: dict[Path, tuple[dict[str, dict[str, Any]], float]] = {}
     rows: list[tuple[str, dict[str, float], dict[str, float], float]] = []
     for name in names:
@@ -148,17 +173,21 @@ def main() -> int:
         if queries not in cli_cache:
             cli_cache[queries] = run_cli(catalog, queries)
         answers, cli_seconds = cli_cache[queries]
-        rows.append((name, score(requests, answers), timings(catalog, requests), cli_seconds))
+        rows.append((name, score(requests, answers), timings(catalog, requests, embedder), cli_seconds))
 
     print("| set | n | R@1 | R@5 | R@10 | MRR | nDCG@10 | nDCG@10 all | in selected | tool tokens (median) "
-          "| tools sent (mean) | rank p50 / p99 ms (full catalog) | select p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| tools sent (mean) | rank p50 / p99 ms (full catalog) | select p50 / p99 ms "
+          "| of rank: encoding the request p50 / p99 ms | lexical only: rank p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, m, t, _ in rows:
         print(f"| {name} | {m['n']} | {m['r@1']:.3f} | {m['r@5']:.3f} | {m['r@10']:.3f} | {m['mrr']:.3f} "
               f"| {m['ndcg@10']:.3f} | {m['ndcg@10 all']:.3f} | {m['in selected']:.3f} | {m['tool tokens']:.0f} "
               f"| {m['tools sent']:.1f} | {t['rank p50 ms']:.2f} / {t['rank p99 ms']:.2f} ({t['tools']:.0f} tools) "
-              f"| {t['select p50 ms']:.2f} / {t['select p99 ms']:.2f} |")
+              f"| {t['select p50 ms']:.2f} / {t['select p99 ms']:.2f} "
+              f"| {t['encode p50 ms']:.2f} / {t['encode p99 ms']:.2f} "
+              f"| {t['lexical p50 ms']:.2f} / {t['lexical p99 ms']:.2f} |")
     print()
+    print(f"sentence model: {'on' if embedder is not None else 'off (lexical ranking)'}")
     for name, _, t, cli_seconds in rows:
         print(f"{name}: index build {t['index build s']:.2f} s (once per process); "
               f"`lucy tools rank` wall time for its whole file {cli_seconds:.2f} s")

@@ -176,6 +176,21 @@ async def test_a_newer_reconnect_wins(client: ComposioClient, pool: Any, fake_co
     assert await registry.connection("T1", "github") == ToolkitConnection("github", "active", newer)
 
 
+async def test_a_broken_redis_does_not_break_lookups(
+    client: ComposioClient, pool: Any, fake_composio: FakeComposio
+) -> None:
+    fake_composio.connect("T1", "github")
+    broken = redis_cache("redis://127.0.0.1:1/0", "lucytest-broken")  # nothing listens on port 1
+    registry = registry_for(client, pool, broken)
+    try:
+        assert await registry.active_toolkits("T1") == {"github"}
+        await registry.invalidate("T1")
+        fake_composio.connect("T1", "gmail")
+        assert await registry.active_toolkits("T1") == {"github", "gmail"}
+    finally:
+        await broken.close()
+
+
 # --- connecting ------------------------------------------------------------------------------
 
 

