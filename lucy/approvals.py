@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -208,6 +208,93 @@ class ApprovalStore:
             for approval in expired:
                 await _audit(conn, approval, "expired")
         return expired
+
+    async def fail_interrupted(self, older_than: timedelta, limit: int = 100) -> list[Approval]:
+        """Approved requests that never finished (the process died between Approve and the end
+        of the call): mark them failed, once, with an audit row. Nobody can know whether the
+        call ran, so they are not run again; the thread is told instead."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE pending_actions SET status = 'failed', finished_at = now() WHERE id IN ("
+                "  SELECT id FROM pending_actions WHERE kind = 'approval' AND status = 'approved' "
+                "  AND decided_at < now() - $1::interval ORDER BY decided_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+                f") AND status = 'approved' RETURNING {_COLUMNS}",
+                older_than, limit,
+            )
+            failed = [_approval(r) for r in rows]
+            for approval in failed:
+                await audit.record(
+                    conn, workspace=approval.workspace, tool=approval.tool, status="failed", user=approval.requester,
+                    arguments=approval.arguments, decision="approved", decided_by=approval.decided_by,
+                    error=INTERRUPTED, turn_id=approval.turn_id, approval_id=approval.id,
+                )
+        return failed
+
+    # --- a turn's approvals as one group -----------------------------------------------------
+    #
+    # A model may ask for several risky calls in one step. Each gets its own request (and
+    # message); the turn continues once, when the last of them is decided. The group lives in
+    # the rows' ``state``: ``group`` (ids), ``leader`` (the row holding the turn's state),
+    # ``result`` (what the model reads about that call) and ``resumed`` (claimed once).
+
+    async def hold(self, leader_id: str, *, call_ids: Sequence[str], extra: JSON, leader_extra: JSON
+                   ) -> list[Approval]:
+        """Group ``leader_id`` with the turn's other pending requests (by call id); ``extra``
+        goes into every row's state, ``leader_extra`` (the turn's state) into the leader's."""
+        leader = await self.get(leader_id)
+        if leader is None:
+            return []
+        ids = [leader_id]
+        if leader.turn_id and call_ids:
+            rows = await self._pool.fetch(
+                "SELECT id FROM pending_actions WHERE workspace_id = $1 AND kind = 'approval' AND turn_id = $2 "
+                "AND status = 'pending' AND state->>'call_id' = ANY($3::text[]) AND id <> $4 ORDER BY created_at",
+                leader.workspace, leader.turn_id, list(call_ids), leader_id,
+            )
+            ids += [r["id"] for r in rows]
+        group = {"group": ids, "leader": leader_id, **_jsonable(extra)}
+        rows = await self._pool.fetch(
+            "UPDATE pending_actions SET state = coalesce(state, '{}'::jsonb) || $2::jsonb "
+            "|| CASE WHEN id = $3 THEN $4::jsonb ELSE '{}'::jsonb END "
+            f"WHERE id = ANY($1::text[]) AND workspace_id = $5 RETURNING {_COLUMNS}",
+            ids, group, leader_id, _jsonable(leader_extra), leader.workspace,
+        )
+        by_id = {r["id"]: _approval(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def record_result(self, approval_id: str, result: JSON) -> None:
+        """What the model will read about this call when the turn continues."""
+        await self._pool.execute(
+            "UPDATE pending_actions SET state = coalesce(state, '{}'::jsonb) "
+            "|| jsonb_build_object('result', $2::jsonb) WHERE id = $1",
+            approval_id, _jsonable(result),
+        )
+
+    async def claim_resume(self, approval: Approval) -> list[Approval] | None:
+        """Once every request of ``approval``'s group has a result, exactly one caller gets the
+        group (leader first) to continue the turn with; everyone else, and anyone earlier, None."""
+        leader_id = str(approval.state.get("leader") or approval.id)
+        row = await self._pool.fetchrow(
+            "UPDATE pending_actions p SET state = p.state || '{\"resumed\": true}'::jsonb "
+            "WHERE p.id = $1 AND p.workspace_id = $2 AND p.state ? 'result' AND NOT (p.state ? 'resumed') "
+            "AND NOT EXISTS (SELECT 1 FROM pending_actions q WHERE q.workspace_id = p.workspace_id "
+            "  AND q.id IN (SELECT jsonb_array_elements_text(coalesce(p.state->'group', jsonb_build_array(p.id)))) "
+            "  AND NOT (coalesce(q.state, '{}'::jsonb) ? 'result')) "
+            "RETURNING p.id, coalesce(p.state->'group', jsonb_build_array(p.id)) AS grp",
+            leader_id, approval.workspace,
+        )
+        if row is None:
+            return None
+        ids = [str(i) for i in row["grp"]]
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM pending_actions WHERE id = ANY($1::text[]) AND workspace_id = $2",
+            ids, approval.workspace,
+        )
+        by_id = {r["id"]: _approval(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+
+INTERRUPTED = "Lucy was interrupted between the approval and the end of the call; it may or may not have run."
 
 
 async def _expire_one(conn: Conn, approval_id: str) -> Approval | None:

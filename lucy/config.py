@@ -77,6 +77,14 @@ WHERE: dict[str, str] = {
     ),
     "LUCY_TOOL_SCHEMA_TTL_SECONDS": "Use the seconds to keep a toolkit's tool schemas cached; the default is 3600.",
     "LUCY_TOOL_OUTPUT_MAX_CHARS": "Use the most characters of one tool result the model reads; the default is 20000.",
+    "LUCY_SHUTDOWN_GRACE_SECONDS": (
+        "Use the seconds answers in progress may take to finish after SIGTERM; the default is 20 "
+        "(keep it below your platform's kill timeout, e.g. 30 s on Heroku and Kubernetes)."
+    ),
+    "LUCY_REDIS_PREFIX": (
+        "Use a short name that starts every Redis key (cache, rate limits); the default is lucy. "
+        "Give each Lucy deployment sharing one Redis its own."
+    ),
     "LUCY_EMBEDDING_MODEL": (
         "Use off for lexical tool selection only, or the directory of an all-MiniLM-L6-v2 model; "
         "unset = <LUCY_DATA_DIR>/models/all-MiniLM-L6-v2 when scripts/_setup.sh has put it there."
@@ -135,6 +143,10 @@ class Settings(BaseSettings):
     tool_output_max_chars: int = Field(20000, alias="LUCY_TOOL_OUTPUT_MAX_CHARS", ge=500)
     # Tool selection's sentence encoder (lucy/integrations/selection_embed.py); "" = the default place.
     embedding_model: str = Field("", alias="LUCY_EMBEDDING_MODEL")
+    # Several instances and shutdown (lucy/serve.py).
+    shutdown_grace_seconds: float = Field(20.0, alias="LUCY_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)
+    redis_prefix: str = Field("lucy", alias="LUCY_REDIS_PREFIX", min_length=1, max_length=64,
+                              pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("composio_toolkit_versions", "composio_auth_configs")
     @classmethod

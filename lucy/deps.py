@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lucy.cache import Cache
 from lucy.config import Settings
 from lucy.core.inflight import InFlight
 from lucy.web.metrics import Metrics
+
+if TYPE_CHECKING:
+    from lucy.ratelimit import RateLimiter
 
 
 @dataclass
@@ -18,3 +21,4 @@ class Deps:
     cache: Cache
     metrics: Metrics
     inflight: InFlight = field(default_factory=InFlight)  # every turn task, drained on SIGTERM
+    limiter: RateLimiter | None = None  # rate limits per person and workspace (shared through Redis)

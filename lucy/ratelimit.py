@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from lucy.cache import cache_key
 from lucy.errors import RateLimitedError
+from lucy.log import get_logger
 
 if TYPE_CHECKING:
     from lucy.config import Settings
+
+log = get_logger("lucy.ratelimit")
 
 LimitName = Literal["user_turns", "workspace_turns", "user_tools", "workspace_tools"]
 
@@ -124,15 +127,42 @@ return out
 
 
 class RedisRateBackend:
-    """Counters in Redis, shared by every instance; one Lua script per hit (atomic)."""
+    """Counters in Redis, shared by every instance; one Lua script per hit (atomic).
 
-    def __init__(self, url: str) -> None:
+    While Redis is unreachable, hits are counted in this process instead: limits then hold per
+    instance rather than across all of them, which beats failing every request during the
+    outage. The outage is logged once; Redis is tried again after ``retry_after`` seconds, so
+    Lucy recovers without a restart.
+    """
+
+    def __init__(self, url: str, *, retry_after: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         import redis.asyncio as redis
+        from redis.exceptions import RedisError
 
-        self._client: Any = redis.Redis.from_url(url)
+        self._client: Any = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._script: Any = self._client.register_script(_LUA)
+        self._errors = (OSError, TimeoutError, RedisError)
+        self._fallback = MemoryRateBackend()
+        self._retry_after = retry_after
+        self._clock = clock
+        self._degraded_until: float | None = None
 
     async def hit(self, counters: Sequence[Counter]) -> HitResult:
+        if self._degraded_until is not None and self._clock() < self._degraded_until:
+            return await self._fallback.hit(counters)
+        try:
+            result = await self._redis_hit(counters)
+        except self._errors as exc:
+            if self._degraded_until is None:
+                log.warning("Redis is unreachable; rate limits count in this process for now", error=str(exc))
+            self._degraded_until = self._clock() + self._retry_after
+            return await self._fallback.hit(counters)
+        if self._degraded_until is not None:
+            log.info("Redis is reachable again; rate limits are shared again")
+            self._degraded_until = None
+        return result
+
+    async def _redis_hit(self, counters: Sequence[Counter]) -> HitResult:
         keys: list[str] = []
         args: list[Any] = [len(counters)]
         for c in counters:
@@ -144,6 +174,7 @@ class RedisRateBackend:
 
     async def close(self) -> None:
         await self._client.aclose()
+        await self._fallback.close()
 
 
 class RateLimiter:
@@ -176,13 +207,13 @@ class RateLimiter:
                        Limit("workspace_tools", workspace_tools, window_seconds))
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, prefix: str = "lucy", clock: Callable[[], float] = time.time
-                      ) -> RateLimiter:
+    def from_settings(cls, settings: Settings, *, prefix: str | None = None,
+                      clock: Callable[[], float] = time.time) -> RateLimiter:
         backend: RateBackend = RedisRateBackend(settings.redis_url) if settings.redis_url else MemoryRateBackend()
         return cls(
             backend, user_turns=settings.rate_user_turns, workspace_turns=settings.rate_workspace_turns,
             user_tools=settings.rate_user_tools, workspace_tools=settings.rate_workspace_tools,
-            window_seconds=settings.rate_window_seconds, prefix=prefix, clock=clock,
+            window_seconds=settings.rate_window_seconds, prefix=prefix or settings.redis_prefix, clock=clock,
         )
 
     async def check_turn(self, workspace: str, user: str) -> None:

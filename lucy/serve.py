@@ -15,6 +15,7 @@ from lucy.db.embedded import EmbeddedPostgres
 from lucy.db.migrate import migrate_dsn
 from lucy.deps import Deps
 from lucy.log import get_logger
+from lucy.ratelimit import RateLimiter
 from lucy.web.metrics import Metrics
 
 log = get_logger("lucy.serve")
@@ -63,13 +64,19 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         if applied:
             log.info("migrations applied", count=len(applied))
         pool = await create_pool(dsn)
-        cache = make_cache(settings.redis_url)
-        deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics())
+        cache = make_cache(settings.redis_url, settings.redis_prefix)
+        limiter = RateLimiter.from_settings(settings)
+        deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter)
+        deps.metrics.turns_in_flight.set_function(lambda: len(deps.inflight))
+        deps.metrics.cache_degraded.set_function(lambda: 1.0 if cache.degraded else 0.0)
         try:
             await _run_web(deps, stop)
         finally:
+            # Last, after every answer in progress has finished or been cut short.
+            await limiter.close()
             await cache.close()
             await pool.close()
+            log.info("stopped")
 
 
 async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
@@ -86,8 +93,10 @@ async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
         )
     else:
         slack, close_integrations = await _build_slack(deps)
-    app = build_app(deps.metrics, deps.pool, extra_routes=slack.routes if slack is not None else None)
-    runner = web.AppRunner(app, access_log=None)
+    app = build_app(deps.metrics, deps.pool, extra_routes=slack.routes if slack is not None else None,
+                    closing=lambda: deps.inflight.closing)
+    # Handlers only ack (turns run in Deps.inflight), so the server needs little time to close.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host="0.0.0.0", port=deps.settings.port)
     await site.start()
@@ -97,10 +106,23 @@ async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
     try:
         await stop.wait()
     finally:
-        log.info("shutting down")
-        await runner.cleanup()
+        await _shut_down(deps, runner, slack, close_integrations)
+
+
+async def _shut_down(deps: Deps, runner: Any, slack: Any,
+                     close_integrations: Callable[[], Awaitable[None]] | None) -> None:
+    """SIGTERM: refuse new events (503, /readyz fails), finish answers in progress within
+    ``LUCY_SHUTDOWN_GRACE_SECONDS`` (the rest tell their threads), then close the server and clients."""
+    grace = deps.settings.shutdown_grace_seconds
+    log.info("shutting down", grace_seconds=grace, in_flight=len(deps.inflight))
+    deps.inflight.closing = True  # /slack/events answers 503 and /readyz fails from now on
+    try:
         if slack is not None:
-            await slack.stop()  # closes Socket Mode, lets answers in progress finish
+            await slack.stop(drain_seconds=grace)  # Socket Mode disconnects first
+        else:
+            await deps.inflight.drain(grace)
+    finally:
+        await runner.cleanup()
         if close_integrations is not None:
             await close_integrations()
 
@@ -110,6 +132,7 @@ async def _build_slack(deps: Deps) -> tuple[Any, Callable[[], Awaitable[None]]]:
     from lucy.core.agent import AgentDeps, AgentLimits, LucyAgent
     from lucy.core.llm import LiteLLM, LLMConfig
     from lucy.core.memory import ThreadMemory
+    from lucy.integrations.approval_runner import history_of, install_guards
     from lucy.integrations.composio_client import client_from_settings
     from lucy.integrations.worker import build_integrations
     from lucy.slack.app import build_slack
@@ -121,13 +144,24 @@ async def _build_slack(deps: Deps) -> tuple[Any, Callable[[], Awaitable[None]]]:
     integrations = build_integrations(settings, deps.pool, deps.cache, client=client)
     await integrations.connections.refresh_known_toolkits()  # for /lucy-connect's loose matching
     memory = ThreadMemory(deps.pool)
+    # Approval policy, injection containment and the tool rate limit in front of the worker; the
+    # turn rate limit is deps.limiter's too (lucy.slack.conversation), so both share one budget store.
+    guards = install_guards(settings, deps.pool, integrations, history=history_of(memory.load), limiter=deps.limiter)
+    if deps.limiter is None:
+        deps.limiter = guards.limiter
     agent = LucyAgent(AgentDeps(
         llm=llm, toolset=integrations.toolset, executor=integrations.worker, memory=memory,
         apps=_ConnectedApps(integrations.registry), catalog=integrations.toolset,
         limits=AgentLimits.from_settings(settings), metrics=deps.metrics,
     ))
-    runtime = await build_slack(deps, agent=agent, connections=integrations.connections, memory=memory)
-    return runtime, integrations.aclose
+    runtime = await build_slack(deps, agent=agent, connections=integrations.connections, memory=memory,
+                                guards=guards)
+
+    async def close() -> None:
+        await integrations.aclose()
+        await guards.aclose()  # closes the rate limiter only if it made it
+
+    return runtime, close
 
 
 class _ConnectedApps:

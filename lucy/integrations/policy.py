@@ -21,9 +21,10 @@ turn is tainted; destructive calls always ask.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -413,6 +414,37 @@ class TaintTracker:
         self._turns.pop(self.key(turn), None)
 
 
+# Tool output as the agent stores it in the thread (lucy.core.prompt.untrusted): a fence naming
+# the tool. Kept here as a pattern so this module does not import the agent's prompt code.
+_FENCED = re.compile(r'<untrusted-tool-output tool="([^"]*)">\n(.*?)\n</untrusted-tool-output>', re.S)
+
+
+def thread_taint_sources(messages: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The tools whose output, stored earlier in a thread, holds someone else's free text.
+
+    A follow-up in the same thread puts that output in front of the model again, so an
+    instruction planted in an issue read yesterday can still steer today's turn. Lucy's own
+    notes (``{"error": ...}`` when a call was denied, expired or failed) do not count.
+    """
+    found: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, str) or "<untrusted-tool-output" not in content:
+            continue
+        for match in _FENCED.finditer(content):
+            tool, body = match.group(1), match.group(2)
+            try:
+                value: Any = json.loads(body)
+            except ValueError:
+                value = body
+            if tool not in found and untrusted_text(value) is not None:
+                found.append(tool)
+    return found
+
+
+HistoryLoader = Callable[[Turn], Awaitable[Sequence[Mapping[str, Any]]]]
+
+
 # --- the policy ---------------------------------------------------------------------------
 
 
@@ -589,10 +621,21 @@ class ApprovalGate:
     after a successful execution (so later calls in the turn know it read untrusted content).
     """
 
-    def __init__(self, policy: ApprovalPolicy, approvals: ApprovalStore, taint: TaintTracker | None = None) -> None:
+    def __init__(
+        self,
+        policy: ApprovalPolicy,
+        approvals: ApprovalStore,
+        taint: TaintTracker | None = None,
+        *,
+        history: HistoryLoader | None = None,
+    ) -> None:
         self.policy = policy
         self.approvals = approvals
         self.taint = taint or TaintTracker()
+        # The thread's earlier messages; their tool output taints this turn too. Read once per turn,
+        # and only when a state-changing call would otherwise run without asking.
+        self._history = history
+        self._history_read: OrderedDict[str, None] = OrderedDict()
 
     async def check(
         self, turn: Turn, call: ToolCall, raw_tool: Mapping[str, Any] | None, *, state: JSON | None = None
@@ -600,6 +643,8 @@ class ApprovalGate:
         toolkit = toolkit_of(raw_tool) if raw_tool else None
         risk = classify(raw_tool) if raw_tool else rules_risk(call.name)
         sources = self.taint.sources(turn)
+        if not sources and risk != "read":
+            sources = await self._thread_sources(turn)
         verdict = await self.policy.evaluate(
             turn.workspace, call.name, risk, turn_tainted=bool(sources), toolkit=toolkit, tainted_by=sources
         )
@@ -621,6 +666,19 @@ class ApprovalGate:
     def restore(self, turn: Turn, state: Mapping[str, Any]) -> None:
         """On resuming after an approval: the turn stays as tainted as it was."""
         self.taint.mark(turn, *[str(s) for s in state.get("tainted_by") or []])
+        # The thread now also holds what this turn read before it stopped: read it again.
+        self._history_read.pop(self.taint.key(turn), None)
+
+    async def _thread_sources(self, turn: Turn) -> list[str]:
+        key = self.taint.key(turn)
+        if self._history is None or not turn.channel or not turn.thread_ts or key in self._history_read:
+            return []
+        self._history_read[key] = None
+        while len(self._history_read) > self.taint.max_turns:
+            self._history_read.popitem(last=False)
+        sources = [f"{tool}, earlier in this thread" for tool in thread_taint_sources(await self._history(turn))]
+        self.taint.mark(turn, *sources)
+        return self.taint.sources(turn)
 
 
 class WorkerPolicy:
@@ -651,7 +709,7 @@ class WorkerPolicy:
             try:
                 await self._limiter.check_tool(turn.workspace, turn.user)
             except RateLimitedError as exc:
-                return Deny(exc.user_message)
+                return Deny(exc.user_message, status="rate_limited")
         result = await self.gate.check(turn, call, self._raw(prepared), state={"call_name": prepared.call.name})
         if result.needs is not None:
             return result.needs
@@ -797,7 +855,6 @@ def catalog_report(tools: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _main(argv: Sequence[str]) -> int:
-    import json
     import sys
     from pathlib import Path
 

@@ -175,6 +175,7 @@ _EXPANSION_SCALE = 1.15  # times the lexicon's own weight (exact 0.9, loose 0.5)
 _PAYLOAD_WEIGHT = 0.2  # of a word inside quotes or after "…:", relative to a written word
 _ENTITY_WEIGHT = 0.3  # of a word describing a shape (``owner/repo#1``), relative to a written word
 _HISTORY_WEIGHT = 0.3
+_SHAPE_HINT = 1.0  # of the mention bonus, for an app only the request's shapes point to
 _EMBED_WEIGHT = 0.3  # of the sentence-similarity z-score, relative to the lexical z-score
 _FIX_WEIGHT = 0.6  # of a word the spelling fix changed, relative to a written word
 _MENTION_BONUS = 1.5  # score added to every tool of an app the request names
@@ -214,6 +215,7 @@ class _ToolkitIndex:
     postings: dict[str, list[tuple[int, float]]]
     name_words: tuple[str, ...]
     alias_of: dict[str, str]  # slug → the alias group it belongs to (its first member's slug)
+    successor: dict[str, str]  # deprecated slug → the slug to send instead
     vocab: dict[str, int]  # unstemmed words of names and descriptions → count, for spelling fixes
     tools: list[dict[str, Any]] = field(default_factory=list)  # the indexed tools, in doc order
     vectors: Any = None  # their sentence vectors (numpy, one row per doc) once embedded
@@ -323,6 +325,7 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
         postings=postings,
         name_words=name_words,
         alias_of=alias_of,
+        successor=_successors(toolkit, tools),
         vocab=vocab,
         tools=tools,
     )
@@ -351,6 +354,33 @@ def _alias_groups(toolkit: str, tools: list[dict[str, Any]]) -> dict[str, str]:
     return alias_of
 
 
+_QUOTED_NAME = re.compile(r"[`'\"]([A-Za-z][A-Za-z0-9_]+)[`'\"]")
+
+
+def _name_key(name: str, toolkit: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", _slug_words(name, toolkit).lower())
+
+
+def _successors(toolkit: str, tools: list[dict[str, Any]]) -> dict[str, str]:
+    """Deprecated tool → the tool its description says to use instead.
+
+    Composio words it several ways ("DEPRECATED: Use the `get_an_issue` action instead",
+    "… prefer using `GetAUser`"); names compare once case and separators are dropped.
+    """
+    by_key = {_name_key(str(t["slug"]), toolkit): str(t["slug"]) for t in tools if t.get("slug")}
+    out: dict[str, str] = {}
+    for tool in tools:
+        slug, description = str(tool.get("slug") or ""), str(tool.get("description") or "")
+        if not slug or not description.lstrip().upper().startswith("DEPRECATED"):
+            continue
+        for name in _QUOTED_NAME.findall(description):
+            successor = by_key.get(_name_key(name, toolkit))
+            if successor is not None and successor != slug:
+                out[slug] = successor
+                break
+    return out
+
+
 def _interleave(lists: list[list[str]], limit: int) -> list[str]:
     """Round-robin over ``lists``, each slug once, at most ``limit``."""
     out: list[str] = []
@@ -376,6 +406,7 @@ class Selection:
 class _Query:
     weights: dict[str, float] = field(default_factory=dict)
     action: str | None = None
+    hints: frozenset[str] = frozenset()  # app words the request's shapes suggest
 
     def add(self, term: str, weight: float) -> None:
         if weight > self.weights.get(term, 0.0):
@@ -522,6 +553,7 @@ class ToolSelector:
         """Weighted query terms, and the terms that may name an app."""
         query = _Query()
         parsed = parse(text)
+        query.hints = frozenset(stem(w) for w in parsed.hinted)
         written = words(parsed.intent)
         raw = [self._correct(w) for w in written]
         query.action = request_action(raw)
@@ -549,18 +581,20 @@ class ToolSelector:
                 query.add(term, _HISTORY_WEIGHT)
         return query, naming
 
-    def _app_bonus(self, naming: set[str], toolkits: list[str]) -> dict[str, float]:
+    def _app_bonus(self, naming: set[str], toolkits: list[str], hints: frozenset[str]) -> dict[str, float]:
         """Score added to all tools of an app the request names ("in drive", "on linkedin", "gh")."""
         bonus: dict[str, float] = {}
         for tk in toolkits:
             named = max((self._share.get((tk, w), 0.0) for w in self._distinct.get(tk, ()) if w in naming),
                         default=0.0)
-            bonus[tk] = _MENTION_BONUS * named
+            hinted = max((self._share.get((tk, w), 0.0) for w in self._distinct.get(tk, ()) if w in hints),
+                         default=0.0)
+            bonus[tk] = _MENTION_BONUS * max(named, _SHAPE_HINT * hinted)
         return bonus
 
     def _scores(self, text: str, toolkits: list[str], history: str) -> list[tuple[float, str]]:
         query, naming = self._query(text, history)
-        bonus = self._app_bonus(naming, toolkits)
+        bonus = self._app_bonus(naming, toolkits, query.hints)
         scored: list[tuple[float, str]] = []
         for tk in toolkits:
             index = self._indexes[tk]
@@ -649,6 +683,7 @@ class ToolSelector:
             meta: definitions always sent beside the app tools (``meta_tools(...)``); their tokens
                 are reserved from the budget and included in ``tool_tokens``. K counts app tools only.
         """
+        pinned = list(pinned)  # read twice below
         connected = self._known(toolkits)
         allowed = set(connected)
         ranked = self.rank(text, connected, history=history, limit=max(50, self.k * 3))
@@ -656,8 +691,14 @@ class ToolSelector:
         selected: list[str] = []
         seen: set[str] = set()  # slugs and alias groups already in
         pinned_set = set(pinned)
-        for slug in [*pinned, *ranked]:
-            toolkit = self.toolkit_of(slug)
+        for candidate in [*pinned, *ranked]:
+            toolkit = self.toolkit_of(candidate)
+            slug = candidate
+            if toolkit in allowed and candidate not in pinned_set:
+                # The model should call what Composio maintains; the successor takes the slot.
+                successor = self._indexes[toolkit].successor.get(candidate)
+                if successor is not None and (definitions is None or successor in definitions):
+                    slug = successor
             if len(selected) >= self.k or slug in seen or toolkit not in allowed:
                 continue
             group = self._indexes[toolkit].alias_of.get(slug, slug) if toolkit else slug

@@ -327,7 +327,8 @@ class ToolEmbedder:
 
     def encode(self, text: str) -> Vector:
         """The vector of ``text``, always computed (benchmarks time this)."""
-        return self._model.encode([text])[0]
+        vector: Vector = self._model.encode([text])[0]
+        return vector
 
     def query(self, text: str) -> Vector:
         """The vector of a request (the last few are remembered: a turn ranks the same text twice)."""

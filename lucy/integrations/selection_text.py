@@ -333,12 +333,18 @@ _ENTITY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?<![\w/.])[\w.-]*/?[\w-]+\.(?:json|toml|py|ts|tsx|js|go|rs|md|txt|cfg|ini)\b", re.I),
      "file content path"),
     (re.compile(r"(?<![\w/.])[\w-]+\.(?:pdf|xlsx?|docx?|pptx?|csv|png|jpe?g|zip|mp4|mp3)\b", re.I), "file"),
+    # Git's branch-naming conventions (feature/x, fix/x, release/2025.06) before owner/repo.
+    (re.compile(r"(?<![\w/:.@])(?:feature|feat|fix|bugfix|hotfix|release|chore|topic|dev)/[\w./-]+", re.I),
+     "branch reference"),
     (re.compile(r"(?<![\w/:.@])[A-Za-z][\w.-]*/[A-Za-z][\w.-]*(?:/[\w.-]+)*(?![\w/])"), "repository"),
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"), "commit sha"),
     (re.compile(r"\bv\d+(?:\.\d+)+(?:\.x)?\b|\bv\d+\.x\b"), "release tag version"),
     (re.compile(r"(?<![\w@])@[A-Za-z][\w-]+"), "user"),
     (re.compile(r"\b\d{1,2}(?::\d\d)?\s?(?:am|pm)\b|\b\d{1,2}:\d\d\b", re.I), "event time calendar"),
 ]
+# Shapes that belong to one kind of app: ``acme/web``, ``acme/web#12``, ``feature/x`` are GitHub's
+# way of naming things (a hint, weaker than a URL: a drive folder can be "Legal/Contracts" too).
+_SHAPE_APPS: dict[str, str] = {"repository": "github", "branch": "github"}
 # Where a URL points says which app it belongs to.
 _URL_HINTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"docs\.google\.com/document"), "googledocs document"),
@@ -360,6 +366,7 @@ class Parsed:
     entities: tuple[str, ...]  # words describing the removed shapes
     apps: tuple[str, ...]  # app words read off URLs
     payload: str  # quoted or trailing content
+    hinted: tuple[str, ...] = ()  # app words the shapes suggest (owner/repo → github), less sure than a URL
 
 
 def embedding_text(text: str) -> str:
@@ -398,7 +405,9 @@ def parse(text: str) -> Parsed:
         rest, n = pattern.subn(" ", rest)
         if n:
             entities.extend(description.split())
-    return Parsed(intent=rest, entities=tuple(entities), apps=tuple(apps), payload=" ".join(payload))
+    hinted = tuple(app for word, app in _SHAPE_APPS.items() if word in entities)
+    return Parsed(intent=rest, entities=tuple(entities), apps=tuple(apps), payload=" ".join(payload),
+                  hinted=hinted)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ class Allow:
 @dataclass(frozen=True)
 class Deny:
     reason: str  # one sentence; the model reads it and tells the person
+    status: str = "denied"  # written to audit_log.status ("rate_limited" for a reached limit)
 
 
 Decision = Allow | Deny | NeedsApproval
@@ -111,12 +112,13 @@ class AuditEntry:
     slack_user: str | None
     tool: str
     arguments: Any
-    status: str  # executed | failed | denied | needs_connection | needs_approval | invalid | timeout
+    status: str  # executed | failed | denied | needs_connection | needs_approval | invalid | timeout | rate_limited
     decision: str | None = None
     decided_by: str | None = None
     error: str | None = None
     duration_ms: float | None = None
     turn_id: str | None = None
+    approval_id: str | None = None
 
 
 class AuditLog:
@@ -130,9 +132,10 @@ class AuditLog:
         try:
             await self._pool.execute(
                 "INSERT INTO audit_log (workspace_id, slack_user, tool, arguments, status, decision, decided_by, "
-                "error, duration_ms, turn_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "error, duration_ms, turn_id, approval_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 entry.workspace, entry.slack_user, entry.tool, redact_value(entry.arguments), entry.status,
                 entry.decision, entry.decided_by, entry.error, entry.duration_ms, entry.turn_id or None,
+                entry.approval_id,
             )
         except database_errors() as exc:
             log.error("audit_write_failed", workspace=entry.workspace, tool=entry.tool, status=entry.status,
@@ -238,9 +241,11 @@ class IntegrationWorker:
         """The :class:`~lucy.core.types.ToolExecutor` port."""
         return await self._handle(turn, call, approved_by=None)
 
-    async def execute_approved(self, turn: Turn, call: ToolCall, *, decided_by: str) -> ExecuteResult:
+    async def execute_approved(
+        self, turn: Turn, call: ToolCall, *, decided_by: str, approval_id: str | None = None
+    ) -> ExecuteResult:
         """Run a call a person approved: validated and audited again, the policy not asked."""
-        return await self._handle(turn, call, approved_by=decided_by)
+        return await self._handle(turn, call, approved_by=decided_by, approval_id=approval_id)
 
     async def run(
         self, workspace: str, slack_user: str, tool: str, arguments: JSON, *, call_id: str = "", turn_id: str = ""
@@ -251,8 +256,11 @@ class IntegrationWorker:
 
     # --- one call ------------------------------------------------------------------------------
 
-    async def _handle(self, turn: Turn, call: ToolCall, *, approved_by: str | None) -> ExecuteResult:
+    async def _handle(
+        self, turn: Turn, call: ToolCall, *, approved_by: str | None, approval_id: str | None = None
+    ) -> ExecuteResult:
         audit = _Audit(self._audit, turn, call, time.perf_counter(), self._metrics)
+        audit.approval_id = approval_id
         if call.name == CONNECT_APP:
             return await self._connect_app(turn, call, audit)
         try:
@@ -283,10 +291,12 @@ class IntegrationWorker:
         if approved_by is None:
             decision = await self.policy.before_execute(prepared)
             if isinstance(decision, NeedsApproval):
+                audit.approval_id = decision.approval_id
                 return await audit.done("needs_approval", decision)
             if isinstance(decision, Deny):
                 result = ToolResult(prepared.call.id, prepared.call.name, _error(decision.reason), ok=False)
-                return await audit.done("denied", result, decision="denied", error=decision.reason)
+                verdict = "denied" if decision.status == "denied" else None
+                return await audit.done(decision.status, result, decision=verdict, error=decision.reason)
             decision_name = decision.decision
         outcome, status, error = await self._run(prepared)
         if isinstance(outcome, ToolResult):
@@ -405,6 +415,7 @@ class _Audit:
         self._started = started
         self.tool = call.name
         self.arguments: Any = call.arguments
+        self.approval_id: str | None = None
 
     async def done(
         self,
@@ -427,6 +438,7 @@ class _Audit:
             error=error,
             duration_ms=round(duration_ms, 3),
             turn_id=self._turn.turn_id,
+            approval_id=self.approval_id,
         ))
         log.info("tool_call", workspace=self._turn.workspace, tool=self.tool, status=status,
                  duration_ms=round(duration_ms, 1))

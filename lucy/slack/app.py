@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +35,9 @@ from lucy.core.inflight import InFlight
 from lucy.core.types import Agent, Connections
 from lucy.deps import Deps
 from lucy.errors import ConfigError
+from lucy.integrations.approval_runner import Guards
 from lucy.log import get_logger
+from lucy.slack.approval_flow import ApprovalFlow
 from lucy.slack.connect import ConnectCommand, IntegrationCallback
 from lucy.slack.conversation import Conversations, ThreadMemory
 from lucy.slack.dedupe import ClaimEvents, Claims
@@ -89,6 +92,8 @@ class SlackRuntime:
     app_token: str | None = None
     _socket: Any = None
     _pruner: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Approvals' periodic work (expiry, orphaned approvals, audit retention); runs next to the pruner.
+    sweeper: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
     @property
     def socket_mode(self) -> bool:
@@ -105,16 +110,29 @@ class SlackRuntime:
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="slack-prune")
 
     async def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Stop taking events, let answers in progress finish within ``drain_seconds``, cut the rest short.
+
+        Socket Mode disconnects first (Slack then sends to the other connections); over HTTP,
+        ``/slack/events`` answers 503 from now on (``InFlight.closing``). A turn still running
+        after the grace period is cancelled and tells its thread to ask again.
+        """
+        self.tasks.closing = True
         if self._socket is not None:
-            await self._socket.close_async()
+            try:
+                await self._socket.close_async()
+            except (OSError, RuntimeError) as exc:  # a dead connection must not stop the drain
+                log.warning("closing Socket Mode failed", error=str(exc))
             self._socket = None
         if self._pruner is not None:
             self._pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pruner
+        running = len(self.tasks)
+        if running:
+            log.info("finishing answers in progress", count=running, grace_seconds=drain_seconds)
         unfinished = await self.tasks.drain(drain_seconds)
         if unfinished:
-            log.warning("cancelled unfinished answers at shutdown", count=len(unfinished))
+            log.warning("cancelled unfinished answers at shutdown; their threads were told", count=len(unfinished))
 
     async def idle(self) -> None:
         """Wait until every answer in progress is written (for tests and benchmarks)."""
@@ -123,6 +141,13 @@ class SlackRuntime:
             await asyncio.sleep(0.005)
 
     async def _prune_forever(self) -> None:
+        # One task, so stop() cancelling the pruner stops the approval sweeper too.
+        if self.sweeper is not None:
+            await asyncio.gather(self._prune_claims_forever(), self.sweeper())
+        else:
+            await self._prune_claims_forever()
+
+    async def _prune_claims_forever(self) -> None:
         while True:
             try:
                 await self.claims.prune()
@@ -140,8 +165,12 @@ def _check(settings: Settings) -> None:
 
 
 async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, memory: ThreadMemory,
-                      streaming: bool = True) -> SlackRuntime:
-    """Build the Bolt app and everything around it. Makes no network call."""
+                      streaming: bool = True, guards: Guards | None = None) -> SlackRuntime:
+    """Build the Bolt app and everything around it. Makes no network call.
+
+    ``guards`` (:func:`lucy.integrations.approval_runner.install_guards`) wires approvals: the
+    request messages, Approve / Deny, the expiry sweeper and ``/lucy-policy``.
+    """
     settings = deps.settings
     _check(settings)
     claims = Claims(deps.pool)
@@ -173,10 +202,6 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
         if tokens.get("bot"):
             await store.async_delete_bot(enterprise_id=context.enterprise_id, team_id=context.team_id)
 
-    handlers = Handlers(conversations=conversations, connect=ConnectCommand(connections, pending),
-                        greeter=Greeter(deps.pool), tasks=tasks, uninstall=uninstall, revoke=revoke)
-    register_listeners(app, handlers)
-
     async def client_for(workspace: str) -> tuple[AsyncWebClient, str | None] | None:
         enterprise, team = split_workspace_id(workspace)
         if store is None:
@@ -184,10 +209,20 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
         bot = await store.async_find_bot(enterprise_id=enterprise, team_id=team)
         return (make_client(settings, bot.bot_token), team or enterprise) if bot else None
 
+    approvals = None if guards is None else ApprovalFlow(
+        guards, conversations=conversations, agent=agent, client_for=client_for, tasks=tasks, pool=deps.pool,
+        known_toolkits=connections.known_toolkits)
+    conversations.approvals = approvals
+    handlers = Handlers(conversations=conversations, connect=ConnectCommand(connections, pending),
+                        greeter=Greeter(deps.pool), tasks=tasks, uninstall=uninstall, revoke=revoke,
+                        approvals=approvals)
+    register_listeners(app, handlers)
+
     callback = IntegrationCallback(connections, pending, conversations, client_for, tasks)
-    routes = _routes(app, callback, events=not settings.socket_mode)
+    routes = _routes(app, callback, events=not settings.socket_mode, closing=lambda: tasks.closing)
     return SlackRuntime(app=app, routes=routes, conversations=conversations, tasks=tasks, claims=claims,
-                        app_token=settings.slack_app_token)
+                        app_token=settings.slack_app_token,
+                        sweeper=approvals.sweep_forever if approvals is not None else None)
 
 
 def _bolt_app(settings: Settings, deps: Deps, claims: Claims, store: PgInstallationStore | None) -> AsyncApp:
@@ -216,8 +251,13 @@ def _bolt_app(settings: Settings, deps: Deps, claims: Claims, store: PgInstallat
     return AsyncApp(client=make_client(settings), oauth_settings=oauth, authorize=authorize, **common)
 
 
-def _routes(app: AsyncApp, callback: IntegrationCallback, *, events: bool) -> list[Route]:
+def _routes(app: AsyncApp, callback: IntegrationCallback, *, events: bool,
+            closing: Callable[[], bool] = lambda: False) -> list[Route]:
     async def slack_events(request: web.Request) -> web.StreamResponse:
+        if closing():
+            # Shutting down: take nothing new. Slack retries an event that got an error, and a load
+            # balancer (which sees /readyz fail now) sends the retry to another instance.
+            return web.Response(status=503, text="Lucy is restarting; please retry.", headers={"Retry-After": "1"})
         return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
 
     async def install(request: web.Request) -> web.StreamResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError, SlackRequestError
@@ -25,7 +26,7 @@ from lucy.core.types import (
     Turn,
 )
 from lucy.deps import Deps
-from lucy.errors import LucyError
+from lucy.errors import LucyError, RateLimitedError
 from lucy.log import get_logger, new_turn_id, turn_context
 from lucy.slack.apps import display_name
 from lucy.slack.blocks import approval_blocks, connect_actions, connected_text
@@ -39,6 +40,8 @@ log = get_logger("lucy.slack.conversation")
 GENERIC_FAILURE = LucyError.user_message
 TIMEOUT_SENTENCE = "That took me too long, so I stopped. Please try again, perhaps with a smaller request."
 EMPTY_ANSWER = "I don't have an answer to that. Could you say a bit more about what you need?"
+RESTART_SENTENCE = "I was restarted before I could finish — please ask again."
+RESTART_NOTICE_SECONDS = 4.0  # telling a thread about the restart; InFlight.drain waits 5 s for it
 USER_CACHE_SECONDS = 3600.0
 
 
@@ -54,6 +57,16 @@ class ThreadMemory(Protocol):
         user_name: str | None = None,
     ) -> None:
         """Keep a message Lucy saw in its thread but that was meant for someone else."""
+        ...
+
+
+RunTurn = Callable[[Turn, ThreadReply], Awaitable[Outcome]]
+
+
+class ApprovalAsker(Protocol):
+    """Shows a turn's approval requests in its thread (lucy.slack.approval_flow.ApprovalFlow)."""
+
+    async def ask(self, client: AsyncWebClient, turn: Turn, reply: ThreadReply, outcome: ApprovalRequired) -> None:
         ...
 
 
@@ -88,6 +101,9 @@ class Conversations:
         self._pending = pending
         self._tasks = tasks
         self._streaming = streaming
+        # Posts approval requests and continues turns after a decision (lucy.slack.approval_flow);
+        # set by build_slack when approvals are wired, else the request shows without a flow.
+        self.approvals: ApprovalAsker | None = None
         s = deps.settings
         # A guard above the agent's own step and tool limits, so no turn hangs forever.
         self._turn_timeout = s.max_steps * (s.llm_timeout_seconds + s.tool_timeout_seconds) + 30.0
@@ -126,7 +142,7 @@ class Conversations:
                                turn_id=new_turn_id())
         if where.workspace_name:
             turn = dataclasses.replace(turn, workspace_name=where.workspace_name)
-        self._tasks.spawn(self.answer(client, turn, where.team_id), name=f"turn-{turn.turn_id}")
+        self._tasks.spawn(self._new_request(client, turn, where.team_id), name=f"turn-{turn.turn_id}")
 
     async def _see(self, workspace: str, event: dict[str, Any]) -> None:
         # The next answer in this thread then knows what was said to the others.
@@ -138,8 +154,25 @@ class Conversations:
 
     # --- one turn ----------------------------------------------------------------------------------
 
-    async def answer(self, client: AsyncWebClient, turn: Turn, team_id: str | None) -> None:
-        """Run one turn and write its outcome into the thread. Never raises."""
+    async def _new_request(self, client: AsyncWebClient, turn: Turn, team_id: str | None) -> None:
+        """A person's new request: counted against the rate limits (shared through Redis), then answered."""
+        limiter = self._deps.limiter
+        if limiter is not None:
+            try:
+                await limiter.check_turn(turn.workspace, turn.user)
+            except RateLimitedError as exc:
+                log.info("request rate-limited", limit=exc.limit_name, workspace=turn.workspace, user=turn.user)
+                self._count("turn", "rate_limited")
+                target = ReplyTarget(channel=turn.channel, thread_ts=turn.thread_ts,
+                                     message_ts=turn.ts or turn.thread_ts, user_id=turn.user, team_id=team_id)
+                await ThreadReply(client, target, streaming=False).fail(exc.user_message)
+                return
+        await self.answer(client, turn, team_id)
+
+    async def answer(self, client: AsyncWebClient, turn: Turn, team_id: str | None,
+                     run: RunTurn | None = None) -> None:
+        """Run one turn (``run``, default the agent's ``run_turn``; an approval's decision passes
+        ``resume_turn``) and write its outcome into the thread. Never raises."""
         target = ReplyTarget(channel=turn.channel, thread_ts=turn.thread_ts, message_ts=turn.ts or turn.thread_ts,
                              user_id=turn.user, team_id=team_id)
         reply = ThreadReply(client, target, streaming=self._streaming)
@@ -148,8 +181,8 @@ class Conversations:
             try:
                 await reply.acknowledge()
                 turn = await self._with_person(client, turn)
-                outcome = await asyncio.wait_for(self._agent.run_turn(turn, reply), self._turn_timeout)
-                await self._render(turn, reply, outcome)
+                outcome = await asyncio.wait_for((run or self._agent.run_turn)(turn, reply), self._turn_timeout)
+                await self._render(turn, reply, outcome, client)
             except TimeoutError:
                 log.warning("turn timed out", timeout=self._turn_timeout)
                 await reply.fail(TIMEOUT_SENTENCE)
@@ -162,12 +195,26 @@ class Conversations:
             except Exception:  # the promise is "never silence": anything else still gets a sentence
                 log.exception("turn crashed")
                 await reply.fail(GENERIC_FAILURE)
+            except asyncio.CancelledError:
+                if self._tasks.closing:  # SIGTERM and the grace period is over: say so, then stop
+                    log.warning("turn cut short by shutdown")
+                    await self._tell_restarted(reply)
+                raise
 
-    async def _render(self, turn: Turn, reply: ThreadReply, outcome: Outcome) -> None:
+    async def _tell_restarted(self, reply: ThreadReply) -> None:
+        try:
+            async with asyncio.timeout(RESTART_NOTICE_SECONDS):
+                await reply.fail(RESTART_SENTENCE)
+        except TimeoutError:
+            log.error("could not tell the thread that Lucy restarted")
+
+    async def _render(self, turn: Turn, reply: ThreadReply, outcome: Outcome, client: AsyncWebClient) -> None:
         if isinstance(outcome, Answer):
             await reply.finish(outcome.text or EMPTY_ANSWER)
         elif isinstance(outcome, ConnectionRequired):
             await self._ask_to_connect(turn, reply, outcome)
+        elif isinstance(outcome, ApprovalRequired) and self.approvals is not None:
+            await self.approvals.ask(client, turn, reply, outcome)
         elif isinstance(outcome, ApprovalRequired):
             await reply.finish(outcome.text or "This needs your approval first.", approval_blocks(outcome.approval))
         elif isinstance(outcome, Failure):

@@ -12,7 +12,9 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from lucy.core.inflight import InFlight
+from lucy.integrations.policy import POLICY_COMMAND
 from lucy.log import get_logger
+from lucy.slack.approval_flow import ApprovalFlow, click_of
 from lucy.slack.blocks import APPROVE_ACTION, CONNECT_ACTION_PREFIX, DENY_ACTION
 from lucy.slack.connect import ConnectCommand
 from lucy.slack.conversation import Conversations, Where
@@ -34,6 +36,7 @@ class Handlers:
     tasks: InFlight
     uninstall: Callable[[AsyncBoltContext], Awaitable[None]]
     revoke: Callable[[dict[str, Any], AsyncBoltContext], Awaitable[None]]
+    approvals: ApprovalFlow | None = None  # None: approvals are not wired (buttons are only acked)
 
 
 def where(context: AsyncBoltContext) -> Where:
@@ -90,12 +93,26 @@ def register_listeners(app: AsyncApp, h: Handlers) -> None:
         await ack()
         log.info("connect button clicked", action=(body.get("actions") or [{}])[0].get("action_id"))
 
-    @app.action(APPROVE_ACTION)
-    async def approve_clicked(ack: Ack, body: dict[str, Any]) -> None:
-        await ack()  # deciding is issue 7's (approvals)
-        log.info("approve clicked", approval=(body.get("actions") or [{}])[0].get("value"))
-
-    @app.action(DENY_ACTION)
-    async def deny_clicked(ack: Ack, body: dict[str, Any]) -> None:
+    async def decision_clicked(ack: Ack, body: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient,
+                               respond: Ack) -> None:
         await ack()
-        log.info("deny clicked", approval=(body.get("actions") or [{}])[0].get("value"))
+        click = click_of(body, context, approve=body["actions"][0]["action_id"] == APPROVE_ACTION)
+        if h.approvals is None or click is None:
+            log.warning("approval click not handled", wired=h.approvals is not None)
+            return
+        # Deciding, running the tool and continuing the turn outlast Slack's 3 s: a kept task.
+        h.tasks.spawn(h.approvals.on_click(client, click, respond), name=f"approval-{click.approval_id}")
+
+    app.action(APPROVE_ACTION)(decision_clicked)
+    app.action(DENY_ACTION)(decision_clicked)
+
+    @app.command(POLICY_COMMAND)
+    async def lucy_policy(ack: Ack, command: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient,
+                          respond: Ack) -> None:
+        await ack()
+        if h.approvals is None:
+            await respond(text="Approvals are not set up on this Lucy.", response_type="ephemeral")
+            return
+        run = h.approvals.policy_command(respond, client, workspace=where(context).workspace,
+                                         user=command["user_id"], text=command.get("text") or "")
+        h.tasks.spawn(run, name="lucy-policy")

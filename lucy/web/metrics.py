@@ -26,6 +26,11 @@ class Metrics:
         self.llm_tokens = Counter("lucy_llm_tokens_total", "LLM tokens", ["kind"], registry=r)
         self.llm_cost = Counter("lucy_llm_cost_usd_total", "LLM cost in USD", registry=r)
         self.approvals_pending = Gauge("lucy_approvals_pending", "Approvals waiting for a person", registry=r)
+        # Set to callbacks by `lucy serve` (lucy/serve.py), read at scrape time.
+        self.turns_in_flight = Gauge("lucy_turns_in_flight", "Answers being worked on in this process", registry=r)
+        self.cache_degraded = Gauge(
+            "lucy_cache_degraded", "1 while Redis is unreachable and the in-process cache is used", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -256,11 +256,15 @@ class FakeSlack:
         self.teams[bot_token] = team
         return team
 
-    def add_user(self, user_id: str, name: str, real_name: str, tz: str) -> None:
+    def add_user(self, user_id: str, name: str, real_name: str, tz: str, *, is_admin: bool = False,
+                 is_owner: bool = False) -> None:
+        """A person in the workspace; ``users.info`` answers with them (``is_admin``/``is_owner`` as Slack
+        sends them: an owner is an admin too)."""
         self.users[user_id] = {
             "id": user_id, "name": name, "real_name": real_name, "tz": tz,
             "profile": {"display_name": name, "real_name": real_name},
-            "is_bot": False, "deleted": False,
+            "is_bot": False, "deleted": False, "is_admin": is_admin or is_owner, "is_owner": is_owner,
+            "is_primary_owner": False,
         }
 
     def revoke(self, token: str) -> None:
