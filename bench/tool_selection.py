@@ -104,6 +104,10 @@ def score(requests: list[dict[str, Any]], answers: dict[str, dict[str, Any]]) ->
     }
 
 
+def _ms(p50: float, p99: float) -> str:
+    return "—" if math.isnan(p50) else f"{p50:.2f} / {p99:.2f}"
+
+
 def _p99(sorted_values: list[float]) -> float:
     return sorted_values[min(len(sorted_values) - 1, math.ceil(len(sorted_values) * 0.99) - 1)]
 
@@ -190,7 +194,7 @@ def main() -> int:
               f"| {m['ndcg@10']:.3f} | {m['ndcg@10 all']:.3f} | {m['in selected']:.3f} | {m['tool tokens']:.0f} "
               f"| {m['tools sent']:.1f} | {t['rank p50 ms']:.2f} / {t['rank p99 ms']:.2f} ({t['tools']:.0f} tools) "
               f"| {t['select p50 ms']:.2f} / {t['select p99 ms']:.2f} "
-              f"| {t['encode p50 ms']:.2f} / {t['encode p99 ms']:.2f} "
+              f"| {_ms(t['encode p50 ms'], t['encode p99 ms'])} "
               f"| {t['lexical p50 ms']:.2f} / {t['lexical p99 ms']:.2f} |")
     print()
     print(f"sentence model: {'on' if embedder is not None else 'off (lexical ranking)'}")

@@ -81,6 +81,9 @@ WHERE: dict[str, str] = {
         "Use the seconds answers in progress may take to finish after SIGTERM; the default is 20 "
         "(keep it below your platform's kill timeout, e.g. 30 s on Heroku and Kubernetes)."
     ),
+    "LUCY_MAX_CONCURRENT_TURNS": (
+        "Use the most answers one process works on at once (more wait their turn); the default is 1000."
+    ),
     "LUCY_REDIS_PREFIX": (
         "Use a short name that starts every Redis key (cache, rate limits); the default is lucy. "
         "Give each Lucy deployment sharing one Redis its own."
@@ -145,6 +148,7 @@ class Settings(BaseSettings):
     embedding_model: str = Field("", alias="LUCY_EMBEDDING_MODEL")
     # Several instances and shutdown (lucy/serve.py).
     shutdown_grace_seconds: float = Field(20.0, alias="LUCY_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)
+    max_concurrent_turns: int = Field(1000, alias="LUCY_MAX_CONCURRENT_TURNS", ge=1, le=100_000)
     redis_prefix: str = Field("lucy", alias="LUCY_REDIS_PREFIX", min_length=1, max_length=64,
                               pattern=r"^[A-Za-z0-9_.-]+$")
 

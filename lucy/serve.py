@@ -93,6 +93,8 @@ async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
         )
     else:
         slack, close_integrations = await _build_slack(deps)
+        gate = slack.conversations.gate
+        deps.metrics.turns_queued.set_function(lambda: gate.waiting)
     app = build_app(deps.metrics, deps.pool, extra_routes=slack.routes if slack is not None else None,
                     closing=lambda: deps.inflight.closing)
     # Handlers only ack (turns run in Deps.inflight), so the server needs little time to close.
@@ -141,7 +143,8 @@ async def _build_slack(deps: Deps) -> tuple[Any, Callable[[], Awaitable[None]]]:
     # Importing the Composio SDK and litellm takes seconds of CPU: keep it off the event loop.
     client = await asyncio.to_thread(client_from_settings, settings)
     llm = await asyncio.to_thread(LiteLLM, LLMConfig.from_settings(settings))
-    integrations = build_integrations(settings, deps.pool, deps.cache, client=client)
+    # metrics: tool executions by status and the connected-apps cache hit ratio on /metrics.
+    integrations = build_integrations(settings, deps.pool, deps.cache, client=client, metrics=deps.metrics)
     await integrations.connections.refresh_known_toolkits()  # for /lucy-connect's loose matching
     memory = ThreadMemory(deps.pool)
     # Approval policy, injection containment and the tool rate limit in front of the worker; the

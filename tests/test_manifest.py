@@ -64,7 +64,7 @@ def test_lucy_features_are_switched_on() -> None:
     m = manifest()
     assert m["features"]["app_home"]["messages_tab_enabled"] is True
     assert "agent_view" in m["features"]
-    assert [c["command"] for c in m["features"]["slash_commands"]] == ["/lucy-connect"]
+    assert [c["command"] for c in m["features"]["slash_commands"]] == ["/lucy-connect", "/lucy-policy"]
     assert m["settings"]["interactivity"]["is_enabled"] is True
     assert m["settings"]["socket_mode_enabled"] is True
     assert {"app_uninstalled", "tokens_revoked"} <= set(m["settings"]["event_subscriptions"]["bot_events"])

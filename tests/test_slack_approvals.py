@@ -130,7 +130,9 @@ async def ask_to_delete(lucy: Lucy, *, user: str = ALICE, after: str | None = "D
     ])
     msg = lucy.slack.user_message(CHANNEL, user, "<@U0LUCY> delete the acme/old-site repository on github")
     assert (await lucy.sender.event(lucy.slack.app_mention_event(msg))).status == 200
-    [request] = await lucy.slack.wait_for(lambda: [m for m in requests_in(lucy.slack, msg.ts) if m.buttons])
+    # The first turn of an instance loads GitHub's 831 tool schemas: give a loaded machine time.
+    [request] = await lucy.slack.wait_for(lambda: [m for m in requests_in(lucy.slack, msg.ts) if m.buttons],
+                                          timeout=30)
     return msg, request
 
 
@@ -179,13 +181,13 @@ async def test_a_destructive_tool_waits_for_the_requesters_click_and_runs_once(l
 
     # Bob is not Alice and not an admin: a private refusal, nothing runs, the buttons stay.
     assert await lucy.click(button(request, "lucy_approve"), BOB, request) == 200
-    await slack.wait_for(lambda: ephemerals_to(slack, BOB))
+    await slack.wait_for(lambda: ephemerals_to(slack, BOB), timeout=30)
     assert ephemerals_to(slack, BOB) == [f"Only <@{ALICE}> or a workspace admin can approve this."]
     assert composio.executes == [] and request.buttons
 
     # Alice approves: it runs once, for her workspace; the message says who and when; the turn answers.
     assert await lucy.click(button(request, "lucy_approve"), ALICE, request) == 200
-    await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, msg.ts), timeout=20)
+    await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, msg.ts), timeout=30)
     await lucy.shutdown()
 
     assert executed(composio) == [(WS, DELETE, REPO)]
@@ -205,7 +207,7 @@ async def test_a_workspace_admin_may_approve_someone_elses_request(lucy: Lucy, d
     slack, composio = lucy.slack, lucy.composio
     msg, request = await ask_to_delete(lucy)
     await lucy.click(button(request, "lucy_approve"), CAROL, request)
-    await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, msg.ts), timeout=20)
+    await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, msg.ts), timeout=30)
     await lucy.shutdown()
     assert executed(composio) == [(WS, DELETE, REPO)]
     assert f"Approved by <@{CAROL}>" in request.block_text
@@ -222,8 +224,8 @@ async def test_double_clicks_and_two_instances_execute_once(lucy: Lucy, db_dsn: 
         statuses = await asyncio.gather(lucy.click(approve, ALICE, request), lucy.click(approve, ALICE, request),
                                         other.click(approve, ALICE, request), other.click(approve, ALICE, request))
         assert statuses == [200, 200, 200, 200]
-        await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, msg.ts), timeout=20)
-        await slack.wait_for(lambda: len(ephemerals_to(slack, ALICE)) == 3)
+        await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, msg.ts), timeout=30)
+        await slack.wait_for(lambda: len(ephemerals_to(slack, ALICE)) == 3, timeout=30)
     finally:
         await other.shutdown()
     await lucy.shutdown()
@@ -237,12 +239,12 @@ async def test_double_clicks_and_two_instances_execute_once(lucy: Lucy, db_dsn: 
 
 async def test_an_expired_request_cannot_be_approved(lucy: Lucy, db_dsn: str) -> None:
     slack, composio, llm = lucy.slack, lucy.composio, lucy.llm
-    msg, request = await ask_to_delete(lucy)
+    _, request = await ask_to_delete(lucy)
     await sql(db_dsn, "UPDATE pending_actions SET expires_at = now() - interval '1 second' WHERE kind = 'approval'")
 
     await lucy.click(button(request, "lucy_approve"), ALICE, request)
-    await slack.wait_for(lambda: ephemerals_to(slack, ALICE))
-    await slack.wait_for(lambda: not request.buttons)
+    await slack.wait_for(lambda: ephemerals_to(slack, ALICE), timeout=30)
+    await slack.wait_for(lambda: not request.buttons, timeout=30)
     await lucy.shutdown()
 
     assert composio.executes == []
@@ -259,7 +261,7 @@ async def test_deny_tells_the_model_which_answers_and_nothing_runs(lucy: Lucy, d
     msg, request = await ask_to_delete(lucy, after="Understood: I left acme/old-site alone.")
     await lucy.click(button(request, "lucy_deny"), ALICE, request)
     await slack.wait_for(lambda: "Understood: I left acme/old-site alone." in thread(slack, CHANNEL, msg.ts),
-                         timeout=20)
+                         timeout=30)
     await lucy.shutdown()
 
     assert composio.executes == []
@@ -282,7 +284,7 @@ async def test_planted_instructions_lead_to_a_question_not_a_deletion(lucy: Lucy
     ])
     msg = slack.user_message(CHANNEL, ALICE, "<@U0LUCY> what does issue 7 in acme/web say?")
     await lucy.sender.event(slack.app_mention_event(msg))
-    [request] = await slack.wait_for(lambda: [m for m in requests_in(slack, msg.ts) if m.buttons])
+    [request] = await slack.wait_for(lambda: [m for m in requests_in(slack, msg.ts) if m.buttons], timeout=30)
     assert [e.slug for e in composio.executes] == [GET_ISSUE]
     assert "• *Repo:* web" in request.block_text
 
@@ -290,12 +292,12 @@ async def test_planted_instructions_lead_to_a_question_not_a_deletion(lucy: Lucy
     llm.script([tool_call(COMMENT, {"owner": "acme", "repo": "web", "issue_number": 7, "body": "Deleting."})])
     follow = slack.user_message(CHANNEL, ALICE, "<@U0LUCY> ok, reply on the issue", thread_ts=msg.ts)
     await lucy.sender.event(slack.app_mention_event(follow))
-    await slack.wait_for(lambda: len([m for m in requests_in(slack, msg.ts) if m.buttons]) == 2)
+    await slack.wait_for(lambda: len([m for m in requests_in(slack, msg.ts) if m.buttons]) == 2, timeout=30)
     await lucy.shutdown()
 
     assert [e.slug for e in composio.executes] == [GET_ISSUE]
     comment_request = [m for m in requests_in(slack, msg.ts) if m.buttons][-1]
-    assert "Add" in comment_request.block_text or "comment" in comment_request.block_text.lower()
+    assert "*Create an issue comment (GitHub)*. This changes data." in comment_request.block_text
     assert "content written by someone else" in comment_request.block_text
     assert "GITHUB_GET_AN_ISSUE" in comment_request.block_text  # which content
     statuses = [(r["tool"], r["status"]) for r in await audit_rows(db_dsn) if r["tool"] != "search_tools"]
@@ -309,7 +311,7 @@ async def test_a_write_the_person_asked_for_runs_without_a_question(lucy: Lucy, 
                 text("Created issue #42.")])
     msg = slack.user_message(CHANNEL, ALICE, "<@U0LUCY> create a github issue in acme/web: Login fails")
     await lucy.sender.event(slack.app_mention_event(msg))
-    await slack.wait_for(lambda: thread(slack, CHANNEL, msg.ts))
+    await slack.wait_for(lambda: thread(slack, CHANNEL, msg.ts), timeout=30)
     await lucy.shutdown()
     assert thread(slack, CHANNEL, msg.ts) == ["Created issue #42."] and requests_in(slack, msg.ts) == []
     assert [(r["tool"], r["status"], r["decision"]) for r in await audit_rows(db_dsn)] == [
@@ -328,7 +330,7 @@ async def test_an_approval_survives_a_restart(db_dsn: str, fake_slack: FakeSlack
     second = await start_lucy(db_dsn, fake_slack, fake_composio, fake_llm)  # a new process, the same database
     try:
         await second.click(button(request, "lucy_approve"), ALICE, request)
-        await fake_slack.wait_for(lambda: "Deleted acme/old-site." in thread(fake_slack, CHANNEL, msg.ts), timeout=20)
+        await fake_slack.wait_for(lambda: "Deleted acme/old-site." in thread(fake_slack, CHANNEL, msg.ts), timeout=30)
     finally:
         await second.shutdown()
     assert executed(fake_composio) == [(WS, DELETE, REPO)]
@@ -355,10 +357,10 @@ async def test_the_sweeper_expires_requests_and_gives_up_on_interrupted_ones(
 
     second = await start_lucy(db_dsn, fake_slack, fake_composio, fake_llm)  # sweeps when it starts
     try:
-        await fake_slack.wait_for(lambda: not old.buttons and "Expired" in old.block_text)
-        await fake_slack.wait_for(lambda: "interrupted" in cut.block_text)
+        await fake_slack.wait_for(lambda: not old.buttons and "Expired" in old.block_text, timeout=30)
+        await fake_slack.wait_for(lambda: "interrupted" in cut.block_text, timeout=30)
         await fake_slack.wait_for(lambda: "please check acme/old-site" in " ".join(
-            thread(fake_slack, CHANNEL, cut_msg.ts)), timeout=20)
+            thread(fake_slack, CHANNEL, cut_msg.ts)), timeout=30)
     finally:
         await second.shutdown()
     assert fake_composio.executes == []
@@ -380,16 +382,17 @@ async def test_two_risky_calls_in_one_step_continue_once_both_are_decided(lucy: 
     msg = slack.user_message(CHANNEL, ALICE, "<@U0LUCY> delete acme/a and acme/b on github")
     await lucy.sender.event(slack.app_mention_event(msg))
     first, second = await slack.wait_for(lambda: [m for m in requests_in(slack, msg.ts) if m.buttons][:2]
-                                         if len([m for m in requests_in(slack, msg.ts) if m.buttons]) == 2 else None)
+                                         if len([m for m in requests_in(slack, msg.ts) if m.buttons]) == 2 else None,
+                                         timeout=30)
     assert "• *Repo:* a" in first.block_text and "• *Repo:* b" in second.block_text
     assert thread(slack, CHANNEL, msg.ts)[0].endswith("and 1 more action. The details are below.")
 
     await lucy.click(button(first, "lucy_approve"), ALICE, first)
-    await slack.wait_for(lambda: "Done." in first.block_text, timeout=20)
+    await slack.wait_for(lambda: "Done." in first.block_text, timeout=30)
     assert len(llm.requests) == 2  # waits for the second decision
     await lucy.click(button(second, "lucy_deny"), ALICE, second)
     await slack.wait_for(lambda: "Deleted acme/a; acme/b stays" in " ".join(thread(slack, CHANNEL, msg.ts)),
-                         timeout=20)
+                         timeout=30)
     await lucy.shutdown()
 
     assert executed(composio) == [(WS, DELETE, {"owner": "acme", "repo": "a"})]
@@ -400,11 +403,13 @@ async def test_two_risky_calls_in_one_step_continue_once_both_are_decided(lucy: 
 
 async def test_lucy_policy_lets_admins_tighten_and_loosen(lucy: Lucy, db_dsn: str) -> None:
     slack, composio, llm = lucy.slack, lucy.composio, lucy.llm
-    _, refused_url = await lucy.sender.command("github ask", user=BOB, command="/lucy-policy")
-    _, tight_url = await lucy.sender.command("github ask", user=CAROL, command="/lucy-policy")
-    _, loose_url = await lucy.sender.command(f"{DELETE} auto", user=CAROL, command="/lucy-policy")
-    _, shown_url = await lucy.sender.command("", user=BOB, command="/lucy-policy")
-    await slack.wait_for(lambda: len(slack.responses) == 4)
+    async def policy(text: str, user: str) -> str:
+        _, url = await lucy.sender.command(text, user=user, command="/lucy-policy")
+        await slack.wait_for(lambda: [r for r in slack.responses if r["url"] == url], timeout=30)
+        return url
+
+    refused_url, tight_url = await policy("github ask", BOB), await policy("github ask", CAROL)
+    loose_url, shown_url = await policy(f"{DELETE} auto", CAROL), await policy("", BOB)
     said = {r["url"]: r["text"] for r in slack.responses}
     assert said[refused_url] == "Only workspace admins can change the approval policy."
     assert said[tight_url] == "Done. I'll always ask before using `github`."
@@ -417,13 +422,13 @@ async def test_lucy_policy_lets_admins_tighten_and_loosen(lucy: Lucy, db_dsn: st
     llm.script([tool_call(CREATE_ISSUE, {"owner": "acme", "repo": "web", "title": "Bug"})])
     ask = slack.user_message(CHANNEL, ALICE, "<@U0LUCY> create an issue in acme/web: Bug")
     await lucy.sender.event(slack.app_mention_event(ask))
-    [request] = await slack.wait_for(lambda: [m for m in requests_in(slack, ask.ts) if m.buttons])
+    [request] = await slack.wait_for(lambda: [m for m in requests_in(slack, ask.ts) if m.buttons], timeout=30)
     assert "A workspace admin asked me to check with you" in request.block_text
     llm.script([tool_call("search_tools", {"query": "delete a github repository"}), tool_call(DELETE, REPO),
                 text("Deleted acme/old-site.")])
     now = slack.user_message(CHANNEL, ALICE, "<@U0LUCY> delete acme/old-site on github")
     await lucy.sender.event(slack.app_mention_event(now))
-    await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, now.ts), timeout=20)
+    await slack.wait_for(lambda: "Deleted acme/old-site." in thread(slack, CHANNEL, now.ts), timeout=30)
     await lucy.shutdown()
     assert executed(composio) == [(WS, DELETE, REPO)] and requests_in(slack, now.ts) == []
 
@@ -442,10 +447,10 @@ async def test_rate_limits_answer_with_a_sentence_and_run_nothing(
         ])
         first = fake_slack.user_message(CHANNEL, ALICE, "<@U0LUCY> create two issues in acme/web: One and Two")
         await lucy.sender.event(fake_slack.app_mention_event(first))
-        await fake_slack.wait_for(lambda: thread(fake_slack, CHANNEL, first.ts), timeout=20)
+        await fake_slack.wait_for(lambda: thread(fake_slack, CHANNEL, first.ts), timeout=30)
         second = fake_slack.user_message(CHANNEL, ALICE, "<@U0LUCY> and delete acme/web")
         await lucy.sender.event(fake_slack.app_mention_event(second))
-        await fake_slack.wait_for(lambda: thread(fake_slack, CHANNEL, second.ts))
+        await fake_slack.wait_for(lambda: thread(fake_slack, CHANNEL, second.ts), timeout=30)
     finally:
         await lucy.shutdown()
 
@@ -466,7 +471,7 @@ async def test_lucy_audit_prints_every_case(lucy: Lucy, db_dsn: str, capsys: pyt
 
     msg, request = await ask_to_delete(lucy, after="Understood.")
     await lucy.click(button(request, "lucy_deny"), ALICE, request)
-    await lucy.slack.wait_for(lambda: "Understood." in thread(lucy.slack, CHANNEL, msg.ts), timeout=20)
+    await lucy.slack.wait_for(lambda: "Understood." in thread(lucy.slack, CHANNEL, msg.ts), timeout=30)
     await lucy.shutdown()
     settings = Settings(_env_file=None, DATABASE_URL=db_dsn)  # type: ignore[call-arg]
     capsys.readouterr()

@@ -16,6 +16,15 @@ category tags — with:
   that app's tools;
 * a catalog prior: Composio marks everyday tools ``important`` and rarely wanted ones
   ``mcpIgnore``; a small nudge breaks ties between near-synonyms toward the everyday one.
+* doer/action forms ("review" ↔ "reviewer", "assign" ↔ "assignee") as a weak expansion, and
+  spelling fixes weighted as the guesses they are;
+* optionally, sentence similarity (all-MiniLM-L6-v2 on numpy, :mod:`.selection_embed`): the
+  z-scored lexical and cosine scores are summed, lexical leading (weight 0.3 on the cosine).
+  Without the model files selection stays lexical.
+
+A request with two tasks ("file an issue … and then put a reminder on my calendar") is also
+ranked task by task and the rankings take turns. Packing sends a deprecated tool's successor
+in its place, and an alias only once.
 
 Indexes are built once per toolkit (:meth:`ToolSelector.add_toolkit`) and kept; only inverse
 document frequencies are shared across toolkits and refreshed when a toolkit is added, so scores
@@ -47,6 +56,7 @@ from lucy.integrations.selection_text import (
     stem,
     tokens,
     tool_action,
+    tool_description,
     words,
 )
 
@@ -177,6 +187,7 @@ _ENTITY_WEIGHT = 0.3  # of a word describing a shape (``owner/repo#1``), relativ
 _HISTORY_WEIGHT = 0.3
 _SHAPE_HINT = 1.0  # of the mention bonus, for an app only the request's shapes point to
 _EMBED_WEIGHT = 0.3  # of the sentence-similarity z-score, relative to the lexical z-score
+_DERIVED_WEIGHT = 0.3  # of "reviewer" for a written "review" (and back)
 _FIX_WEIGHT = 0.6  # of a word the spelling fix changed, relative to a written word
 _MENTION_BONUS = 1.5  # score added to every tool of an app the request names
 _ACTION_BONUS = 1.5  # when the tool does what the request asks (read / create / update / delete)
@@ -273,7 +284,7 @@ def _counts(items: Iterable[str]) -> dict[str, int]:
 def _doc_for(tool: Mapping[str, Any], toolkit: str) -> _Doc:
     slug = str(tool["slug"])
     name_tokens = tokens(_slug_words(slug, toolkit)) + tokens(str(tool.get("name") or ""))
-    description = str(tool.get("description") or "")[:_DESC_CHARS]
+    description = tool_description(tool)[:_DESC_CHARS]
     tags = [str(t) for t in tool.get("tags") or []]
     param_names, param_descriptions = _param_text(tool.get("input_parameters"))
     fields = {
@@ -379,6 +390,23 @@ def _successors(toolkit: str, tools: list[dict[str, Any]]) -> dict[str, str]:
                 out[slug] = successor
                 break
     return out
+
+
+_AGENT_SUFFIXES = ("er", "r", "ee", "or")
+
+
+def _agent_forms(term: str) -> list[str]:
+    """The doer of an action and the action of a doer ("review" ↔ "reviewer", "assign" ↔ "assignee").
+
+    The stemmer keeps them apart on purpose ("organizer" is not "organ"); as a weak expansion,
+    checked against the catalog's vocabulary, they let "ask dana to review" meet *request
+    reviewers* and "my followers" meet *follow*.
+    """
+    forms = [term + suffix for suffix in _AGENT_SUFFIXES]
+    for suffix in _AGENT_SUFFIXES:
+        if term.endswith(suffix) and len(term) - len(suffix) >= 4:
+            forms.append(term[: -len(suffix)])
+    return forms
 
 
 def _interleave(lists: list[list[str]], limit: int) -> list[str]:
@@ -549,6 +577,21 @@ class ToolSelector:
         self._fixes[word] = best
         return best
 
+    def _add_written(self, query: _Query, seq: list[str], raw: list[str], written: list[str]) -> None:
+        """The request's own words, their bigrams and their doer/action forms."""
+        content: list[str] = []
+        for term, r, w in zip(seq, raw, written, strict=True):
+            if r not in STOPWORDS:
+                # A spelling fix is a guess ("contract" is a word, not a typo of "contact").
+                query.add(term, 1.0 if r == w else _FIX_WEIGHT)
+                content.append(term)
+        for bigram in _bigrams(content):
+            query.add(bigram, _BIGRAM_WEIGHT)
+        for term in content:
+            for related in _agent_forms(term):
+                if related in self._idf:
+                    query.add(related, _DERIVED_WEIGHT)
+
     def _query(self, text: str, history: str) -> tuple[_Query, set[str]]:
         """Weighted query terms, and the terms that may name an app."""
         query = _Query()
@@ -560,12 +603,7 @@ class ToolSelector:
         seq = [stem(w) for w in raw]
         content = [w for w, r in zip(seq, raw, strict=True) if r not in STOPWORDS]
         naming = set(content) | {stem(w) for w in parsed.apps}
-        for term, r, w in zip(seq, raw, written, strict=True):
-            if r not in STOPWORDS:
-                # A spelling fix is a guess ("contract" is a word, not a typo of "contact").
-                query.add(term, 1.0 if r == w else _FIX_WEIGHT)
-        for bigram in _bigrams(content):
-            query.add(bigram, _BIGRAM_WEIGHT)
+        self._add_written(query, seq, raw, written)
         for term, weight in expand(seq):
             query.add(term, weight * _EXPANSION_SCALE)
             if weight >= EXACT:

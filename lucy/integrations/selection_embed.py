@@ -148,7 +148,6 @@ class MiniLM:
         self.heads = int(config["num_attention_heads"])
         self.dim = int(config["hidden_size"])
         self.layers = int(config["num_hidden_layers"])
-        self._t = tensors
         # Pre-transpose the dense weights once (torch keeps them as [out, in]) and fuse Q, K and V
         # into one matmul: the hot path is a handful of BLAS calls per layer.
         self._w: list[dict[str, Matrix]] = []
@@ -241,8 +240,11 @@ def tool_texts(tool: Mapping[str, Any]) -> tuple[str, str]:
     The name alone matches short requests ("request reviewers for a pull request"); the
     description adds the words the name leaves out. The tool's vector is the mean of both.
     """
+    from lucy.integrations.selection_text import tool_description
+
     name = str(tool.get("name") or tool.get("slug") or "")
-    return name, f"{name}: {tool.get('description') or ''}"
+    description = tool_description(tool)
+    return name, f"{name}: {description}" if description else name
 
 
 def _key(tool: Mapping[str, Any]) -> str:

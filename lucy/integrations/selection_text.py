@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 _RUN = re.compile(r"[^\W_]+")
 _IDENT_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -327,8 +328,8 @@ _COLON_TAIL = re.compile(r"^(?P<head>(?:\S+\s+){2,}?\S*?):\s(?P<tail>.*)$", re.S
 _ENTITY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"https?://\S+"), "url webpage"),
     (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"), "email address"),
-    (re.compile(r"(?<![\w/])[\w.-]+/[\w.-]+#\d+"), "repository issue pull request"),
-    (re.compile(r"(?<![\w/])#\d+\b"), "issue pull request"),
+    (re.compile(r"(?<![\w/])[\w.-]+/[\w.-]+#\d+"), "repository issue pull request number"),
+    (re.compile(r"(?<![\w/])#\d+\b"), "issue pull request number"),
     (re.compile(r"(?<![\w/.])[\w.-]*/?[\w-]+\.(?:ya?ml)\b", re.I), "file workflow"),
     (re.compile(r"(?<![\w/.])[\w.-]*/?[\w-]+\.(?:json|toml|py|ts|tsx|js|go|rs|md|txt|cfg|ini)\b", re.I),
      "file content path"),
@@ -443,6 +444,16 @@ _REQUEST_VERBS: dict[str, str] = {
     **dict.fromkeys(_split("delete remove nuke kill trash drop cancel stop revoke unassign forget wipe clear "
                     "archive unstar unfollow erase destroy"), DELETE),
 }
+
+
+# Composio's stand-in for an undocumented action: words that describe nothing.
+_PLACEHOLDER_DESCRIPTIONS = frozenset({"action docstring"})
+
+
+def tool_description(tool: Mapping[str, Any]) -> str:
+    """A tool's description, or "" when it is a placeholder."""
+    description = str(tool.get("description") or "").strip()
+    return "" if description.lower() in _PLACEHOLDER_DESCRIPTIONS else description
 
 
 def tool_action(slug_words: list[str]) -> str | None:

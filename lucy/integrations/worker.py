@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lucy.audit import redact_arguments
 from lucy.core.types import (
     CONNECT_APP,
     JSON,
@@ -42,7 +43,7 @@ from lucy.errors import (
     IntegrationUnavailableError,
 )
 from lucy.integrations.caching import database_errors
-from lucy.log import get_logger, redact_value
+from lucy.log import get_logger
 
 if TYPE_CHECKING:
     from lucy.cache import Cache
@@ -133,7 +134,7 @@ class AuditLog:
             await self._pool.execute(
                 "INSERT INTO audit_log (workspace_id, slack_user, tool, arguments, status, decision, decided_by, "
                 "error, duration_ms, turn_id, approval_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                entry.workspace, entry.slack_user, entry.tool, redact_value(entry.arguments), entry.status,
+                entry.workspace, entry.slack_user, entry.tool, redact_arguments(entry.arguments), entry.status,
                 entry.decision, entry.decided_by, entry.error, entry.duration_ms, entry.turn_id or None,
                 entry.approval_id,
             )

@@ -108,6 +108,7 @@ class SlackRuntime:
             await self._socket.connect_async()
             log.info("connected to Slack over Socket Mode")
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="slack-prune")
+        await self.conversations.gate.start()
 
     async def stop(self, drain_seconds: float = DRAIN_SECONDS) -> None:
         """Stop taking events, let answers in progress finish within ``drain_seconds``, cut the rest short.
@@ -131,6 +132,7 @@ class SlackRuntime:
         if running:
             log.info("finishing answers in progress", count=running, grace_seconds=drain_seconds)
         unfinished = await self.tasks.drain(drain_seconds)
+        await self.conversations.gate.close()
         if unfinished:
             log.warning("cancelled unfinished answers at shutdown; their threads were told", count=len(unfinished))
 

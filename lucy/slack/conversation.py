@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from lucy.core.admission import TurnGate
 from lucy.core.inflight import InFlight
 from lucy.core.types import (
     Agent,
@@ -107,6 +108,8 @@ class Conversations:
         s = deps.settings
         # A guard above the agent's own step and tool limits, so no turn hangs forever.
         self._turn_timeout = s.max_steps * (s.llm_timeout_seconds + s.tool_timeout_seconds) + 30.0
+        # Turns start while the event loop keeps up; the rest wait in order (acks stay fast).
+        self.gate = TurnGate(max_running=s.max_concurrent_turns)
 
     # --- entry points (called by listeners) ------------------------------------------------------
 
@@ -179,10 +182,11 @@ class Conversations:
         with turn_context(workspace=turn.workspace, channel=turn.channel, thread=turn.thread_ts,
                           turn_id=turn.turn_id or None):
             try:
-                await reply.acknowledge()
-                turn = await self._with_person(client, turn)
-                outcome = await asyncio.wait_for((run or self._agent.run_turn)(turn, reply), self._turn_timeout)
-                await self._render(turn, reply, outcome, client)
+                await reply.acknowledge()  # "is thinking…" at once, even when the turn has to wait
+                async with self.gate.slot():
+                    turn = await self._with_person(client, turn)
+                    outcome = await asyncio.wait_for((run or self._agent.run_turn)(turn, reply), self._turn_timeout)
+                    await self._render(turn, reply, outcome, client)
             except TimeoutError:
                 log.warning("turn timed out", timeout=self._turn_timeout)
                 await reply.fail(TIMEOUT_SENTENCE)

@@ -28,6 +28,9 @@ class Metrics:
         self.approvals_pending = Gauge("lucy_approvals_pending", "Approvals waiting for a person", registry=r)
         # Set to callbacks by `lucy serve` (lucy/serve.py), read at scrape time.
         self.turns_in_flight = Gauge("lucy_turns_in_flight", "Answers being worked on in this process", registry=r)
+        self.turns_queued = Gauge(
+            "lucy_turns_queued", "Answers waiting to start because the event loop is busy", registry=r
+        )
         self.cache_degraded = Gauge(
             "lucy_cache_degraded", "1 while Redis is unreachable and the in-process cache is used", registry=r
         )

@@ -1,0 +1,104 @@
+"""Admission control for turns: start a turn only while the event loop keeps up.
+
+One process answers Slack (acks within 3 s) and runs every turn on one event loop. A turn
+spends most of its time waiting for the model, but its CPU bursts (LiteLLM's streaming, the
+Slack SDK) add up: past what one core can do, every callback waits longer, acks included,
+and the backlog makes everything slower still. :class:`TurnGate` measures the loop's lag
+(how late a 20 ms sleep wakes up) and lets waiting turns start only while that lag is small,
+so acks stay fast and an overload becomes a queue (first come, first served) whose turns
+are all answered, later, instead of a slowdown for everyone. ``max_running`` also bounds
+memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+
+TICK = 0.02  # seconds between lag measurements
+MAX_LAG = 0.02  # smoothed lag above which no new turn starts
+RELEASE_PER_TICK = 4  # turns started per tick at most while the loop keeps up (200/s)
+
+
+class TurnGate:
+    def __init__(self, *, max_running: int = 1000, max_lag: float = MAX_LAG, tick: float = TICK) -> None:
+        self.max_running = max_running
+        self._max_lag = max_lag
+        self._tick = tick
+        self.running = 0
+        self.lag = 0.0  # smoothed, seconds
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._monitor: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _may_start(self) -> bool:
+        if self.running == 0:
+            return True  # never stall: one turn at a time always makes progress
+        return self.running < self.max_running and self.lag < self._max_lag
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a place for one running turn (waiting first, in order, when the loop is behind)."""
+        if self._waiters or not self._may_start():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._ensure_monitor()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.running -= 1  # it was let in just as it was cancelled
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                raise
+        else:
+            self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            if self._waiters and self.running == 0:
+                self._release(1)
+
+    def _release(self, count: int) -> None:
+        while count > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if waiter.done():
+                continue
+            self.running += 1
+            waiter.set_result(None)
+            count -= 1
+
+    def _ensure_monitor(self) -> None:
+        if self._monitor is None or self._monitor.done():
+            self._monitor = asyncio.get_running_loop().create_task(self._watch(), name="turn-gate")
+
+    async def start(self) -> None:
+        """Measure the lag from now on (otherwise from the first time a turn has to wait)."""
+        self._ensure_monitor()
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+            self._monitor = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self._tick)
+            lag = max(0.0, loop.time() - before - self._tick)
+            self.lag = 0.7 * self.lag + 0.3 * lag
+            if not self._waiters:
+                continue
+            if self.running == 0:
+                self._release(1)
+            elif self._may_start():
+                self._release(min(RELEASE_PER_TICK, self.max_running - self.running))
