@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -64,7 +64,9 @@ class ChatTools:
 class NoTools:
     """Toolset, executor and connected apps for a chat without Composio: no tools at all."""
 
-    async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]:
+    async def tools_for_turn(
+        self, workspace: str, request: str, history_text: str = "", *, pinned: Sequence[str] = ()
+    ) -> list[ToolDef]:
         return []
 
     async def execute(self, turn: Turn, call: ToolCall) -> ExecuteResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,9 +55,13 @@ LIST_MAIL = tool("GMAIL_FETCH_EMAILS", "Fetch emails", query="string")
 class StaticToolset:
     tools: list[ToolDef]
     asked: list[tuple[str, str, str]] = field(default_factory=list)
+    pinned: list[list[str]] = field(default_factory=list)
 
-    async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]:
+    async def tools_for_turn(
+        self, workspace: str, request: str, history_text: str = "", *, pinned: Sequence[str] = ()
+    ) -> list[ToolDef]:
         self.asked.append((workspace, request, history_text))
+        self.pinned.append(list(pinned))
         return list(self.tools)
 
 
@@ -437,6 +441,7 @@ async def test_the_thread_history_is_persisted_and_used_by_the_next_turn(fake_ll
     assert sent[3]["tool_call_id"] == "c_first" and sent[4]["content"] == "Filed issue #7."
     assert sent[5]["content"] == "Ada (<@U0ADA>): what was that issue about?"
     assert "login broken" in r2.toolset.asked[0][2]  # the toolset ranks with the thread's text too
+    assert r2.toolset.pinned[0] == ["GITHUB_CREATE_AN_ISSUE"]  # tools used in the thread stay available
     assert await r.memory.has_thread(WS, "C0GENERAL", "1700000000.000100")
 
     fake_llm.script(text("New thread, no memory of that."))

@@ -114,3 +114,19 @@ async def test_search_finds_more_tools_of_connected_apps_only(
         without = names(await toolset.search("T1", "create an issue", frozenset({"GITHUB_CREATE_AN_ISSUE"})))
         assert "GITHUB_CREATE_AN_ISSUE" not in without
         assert await toolset.search("T10", "create an issue") == []  # T10 has connected nothing
+
+
+async def test_tools_used_earlier_in_the_thread_stay_available(
+    parts: tuple[IntegrationRegistry, ToolSchemaCache], fake_composio: FakeComposio
+) -> None:
+    registry, schemas = parts
+    fake_composio.connect("T1", "github")
+    fake_composio.connect("T1", "notion")
+    toolset = WorkspaceToolset(registry, schemas, selector=ToolSelector(k=5), connectable=fake_composio.toolkits)
+    # A follow-up with no tool words of its own: without the pin the label tool would be gone.
+    follow_up = "thanks! do the same for #378 please"
+    plain = names(await toolset.tools_for_turn("T1", follow_up))
+    pinned = names(await toolset.tools_for_turn("T1", follow_up, pinned=["GITHUB_ADD_LABELS_TO_AN_ISSUE"]))
+    assert "GITHUB_ADD_LABELS_TO_AN_ISSUE" not in plain
+    assert pinned[0] == "GITHUB_ADD_LABELS_TO_AN_ISSUE"
+    assert len([n for n in pinned if n not in (SEARCH_TOOLS, CONNECT_APP)]) <= 5

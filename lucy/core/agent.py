@@ -37,8 +37,10 @@ from lucy.core.memory import (
     message_tokens,
     recent_text,
     shorten_tool_outputs,
+    used_tools,
     user_message,
 )
+from lucy.core.meta_tools import meta_tools
 from lucy.core.prompt import PromptContext, app_name, system_prompt, untrusted
 from lucy.core.types import (
     CONNECT_APP,
@@ -79,20 +81,6 @@ LAST_STEP_NOTE = (
 )
 EMPTY_ANSWER = "I couldn't put an answer together. Could you rephrase that, or try again?"
 
-SEARCH_TOOLS_DEF: ToolDef = {"type": "function", "function": {
-    "name": SEARCH_TOOLS,
-    "description": "Find more tools in the connected apps when none of the current ones fits the request.",
-    "parameters": {"type": "object", "properties": {"query": {
-        "type": "string", "description": "A few words describing the action, e.g. 'star a github repo'"}},
-        "required": ["query"]},
-}}
-CONNECT_APP_DEF: ToolDef = {"type": "function", "function": {
-    "name": CONNECT_APP,
-    "description": "Offer the person a Connect button for an app that is not connected yet.",
-    "parameters": {"type": "object", "properties": {"app": {
-        "type": "string", "description": "The app's toolkit slug, e.g. github, gmail, notion, googlecalendar"}},
-        "required": ["app"]},
-}}
 
 
 def _utcnow() -> datetime:
@@ -252,7 +240,7 @@ class LucyAgent:
             state.saved = 0  # the message may not be stored; nothing else will be either
             log.error("could not start the turn", error=str(exc))
             return Failure(exc.user_message, detail=str(exc))
-        state.tools = await self._tools(turn, recent_text(history))
+        state.tools = await self._tools(turn, recent_text(history), used_tools(history))
         return await self._loop(turn, progress, state, _Prompt(self._system(turn, connected), history))
 
     async def _loop(self, turn: Turn, progress: ProgressSink, state: TurnState, prompt: _Prompt) -> Outcome:
@@ -394,14 +382,16 @@ class LucyAgent:
             log.warning("connected apps unavailable", error=str(exc))
             return None
 
-    async def _tools(self, turn: Turn, history_text: str) -> list[ToolDef]:
+    async def _tools(self, turn: Turn, history_text: str, pinned: list[str]) -> list[ToolDef]:
         try:
-            tools = list(await self._d.toolset.tools_for_turn(turn.workspace, turn.text, history_text))
+            tools = list(await self._d.toolset.tools_for_turn(turn.workspace, turn.text, history_text, pinned=pinned))
         except LucyError as exc:
             log.warning("tools unavailable this turn", error=str(exc))
             tools = []
         names = {t["function"]["name"] for t in tools}
-        meta = [CONNECT_APP_DEF] + ([SEARCH_TOOLS_DEF] if self._d.catalog is not None else [])
+        # The toolset normally sends the meta-tools itself (with the connectable apps as an enum);
+        # these plain ones stand in when it did not, search only when there is a catalog to search.
+        meta = [m for m in meta_tools(()) if m["function"]["name"] == CONNECT_APP or self._d.catalog is not None]
         return tools + [m for m in meta if m["function"]["name"] not in names]
 
     def _system(self, turn: Turn, connected: list[str] | None) -> str:

@@ -345,6 +345,21 @@ def _pinned(unit: _Unit, budget_tokens: int) -> _Unit:
     return _Unit([message], message_tokens(message))
 
 
+def used_tools(history: Sequence[JSON], limit: int = 8) -> list[str]:
+    """Names of the app tools called earlier in the thread, most recent first (they stay available)."""
+    from lucy.core.types import CONNECT_APP, SEARCH_TOOLS
+
+    names: list[str] = []
+    for message in reversed(history):
+        for call in message.get("tool_calls") or () if message.get("role") == "assistant" else ():
+            name = (call.get("function") or {}).get("name") if isinstance(call, dict) else None
+            if isinstance(name, str) and name not in names and name not in (SEARCH_TOOLS, CONNECT_APP):
+                names.append(name)
+                if len(names) >= limit:
+                    return names
+    return names
+
+
 def recent_text(history: Sequence[JSON], max_chars: int = 1500) -> str:
     """The latest plain-text messages, newest last (for tool selection)."""
     parts: list[str] = []

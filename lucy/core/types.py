@@ -7,6 +7,7 @@ the Slack layer renders. Keep them plain data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -129,9 +130,14 @@ Outcome = Answer | ConnectionRequired | ApprovalRequired | Failure
 
 
 class Toolset(Protocol):
-    """Which tool definitions the model gets for this turn of this workspace."""
+    """Which tool definitions the model gets for this turn of this workspace.
 
-    async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]: ...
+    ``pinned`` names tools called earlier in the thread: they stay available in follow-ups.
+    """
+
+    async def tools_for_turn(
+        self, workspace: str, request: str, history_text: str = "", *, pinned: Sequence[str] = ()
+    ) -> list[ToolDef]: ...
 
 
 class ToolExecutor(Protocol):

@@ -42,7 +42,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lucy.core.types import CONNECT_APP, SEARCH_TOOLS, ToolDef
+# The meta-tools are defined beside their names in lucy.core (the agent needs them without this
+# module) and re-exported here, where the selector's callers build a turn's tools.
+from lucy.core.meta_tools import MAX_CONNECT_ENUM, meta_tools
+from lucy.core.types import ToolDef
 from lucy.integrations.selection_text import (
     EXACT,
     LEXICON_WORDS,
@@ -59,6 +62,8 @@ from lucy.integrations.selection_text import (
     tool_description,
     words,
 )
+
+__all__ = ["MAX_CONNECT_ENUM", "Selection", "ToolSelector", "estimate_tokens", "meta_tools", "plain_definition"]
 
 # --- token estimate ----------------------------------------------------------------------------
 
@@ -106,66 +111,6 @@ def plain_definition(tool: Mapping[str, Any]) -> ToolDef:
             "parameters": tool.get("input_parameters") or {"type": "object", "properties": {}},
         },
     }
-
-
-# --- meta-tools --------------------------------------------------------------------------------
-
-# Past this many apps an enum costs more tokens than it saves mistakes (Composio has 1,000+
-# toolkits); the model then gets a free-text slug and the worker resolves it loosely.
-MAX_CONNECT_ENUM = 50
-
-
-def meta_tools(unconnected: Iterable[str]) -> list[ToolDef]:
-    """OpenAI-format definitions of ``search_tools`` and ``connect_app``.
-
-    Args:
-        unconnected: toolkit slugs the workspace could connect but has not; they become the enum
-            of ``connect_app.app`` when there are at most :data:`MAX_CONNECT_ENUM` of them.
-    """
-    apps = sorted(set(unconnected))
-    app_schema: dict[str, Any] = {
-        "type": "string",
-        "description": "The app's toolkit slug, lower case (for example github, gmail, notion, googledrive).",
-    }
-    if apps and len(apps) <= MAX_CONNECT_ENUM:
-        app_schema["enum"] = apps
-    return [
-        {
-            "type": "function",
-            "function": {
-                "name": SEARCH_TOOLS,
-                "description": (
-                    "Find more tools of the connected apps when none of the tools you have fits the request. "
-                    "Describe the action in plain words (for example 'cancel a workflow run' or 'share a file "
-                    "with someone'); matching tools are added for the rest of this turn."
-                ),
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "query": {"type": "string", "description": "The action you need, in a few words."}
-                    },
-                    "required": ["query"],
-                    "additionalProperties": False,
-                },
-            },
-        },
-        {
-            "type": "function",
-            "function": {
-                "name": CONNECT_APP,
-                "description": (
-                    "Ask the person to connect an app this workspace has not connected yet, when the request "
-                    "needs it. Shows them a Connect button; do not use it for apps you already have tools for."
-                ),
-                "parameters": {
-                    "type": "object",
-                    "properties": {"app": app_schema},
-                    "required": ["app"],
-                    "additionalProperties": False,
-                },
-            },
-        },
-    ]
 
 
 # --- the index ---------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ and ``connect_app`` meta-tools ride along in both cases.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -121,15 +123,52 @@ class WorkspaceToolset:
         self._max_tools = min(max_tools, MAX_TOOLS)
         self._search_limit = search_limit
         self._changed_cache: dict[tuple[str, float], dict[str, ToolDef]] = {}
+        # Selection runs in worker threads (it is CPU work); the selector's indexes are shared, so
+        # building them and reading them never overlap.
+        self._selector_lock = threading.Lock()
+        self._embedding: list[threading.Thread] = []
 
     async def _loaded(self, workspace: str) -> list[ToolkitTools]:
         active = await self._registry.active_toolkits(workspace)
         loaded = await self._schemas.toolkits(active)
         if self._selector is not None:
-            for tk in loaded:
+            missing = [tk for tk in loaded if not self._selector.has_toolkit(tk.toolkit)]
+            if missing:
+                await asyncio.to_thread(self._index, missing)
+        return loaded
+
+    def _index(self, toolkits: list[ToolkitTools]) -> None:
+        """Build the selector's index of new toolkits (CPU-bound: runs in a thread)."""
+        assert self._selector is not None
+        with self._selector_lock:
+            for tk in toolkits:
                 if not self._selector.has_toolkit(tk.toolkit):
                     self._selector.add_toolkit(tk.toolkit, [dict(r) for r in tk.raw])
-        return loaded
+        embed_pending = getattr(self._selector, "embed_pending", None)
+        if embed_pending is not None:
+            # Sentence vectors take seconds for a large toolkit the first time (then come from the
+            # disk cache); rankings stay lexical until they are ready, so no turn waits for them.
+            # A daemon thread, not the default executor: shutdown must not wait a minute for it.
+            names = [tk.toolkit for tk in toolkits]
+            thread = threading.Thread(target=self._embed, args=(embed_pending, names), daemon=True)
+            self._embedding = [t for t in self._embedding if t.is_alive()] + [thread]
+            thread.start()
+
+    def _embed(self, embed_pending: Callable[[list[str]], int], toolkits: list[str]) -> None:
+        try:
+            embed_pending(toolkits)
+        except Exception:  # a broken model must never break selection: it stays lexical
+            log.exception("computing tool vectors failed; tool selection stays lexical", toolkits=toolkits)
+
+    def _select(self, *args: Any, **kwargs: Any) -> SelectionLike:
+        assert self._selector is not None
+        with self._selector_lock:
+            return self._selector.select(*args, **kwargs)
+
+    def _rank(self, *args: Any, **kwargs: Any) -> list[str]:
+        assert self._selector is not None
+        with self._selector_lock:
+            return self._selector.rank(*args, **kwargs)
 
     def _meta(self, connected: Iterable[str]) -> list[ToolDef]:
         if self._meta_tools is None:
@@ -157,7 +196,10 @@ class WorkspaceToolset:
             self._changed_cache[key] = found
         return found
 
-    async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]:
+    async def tools_for_turn(
+        self, workspace: str, request: str, history_text: str = "", *, pinned: Sequence[str] = ()
+    ) -> list[ToolDef]:
+        """The turn's tools; ``pinned`` (tool names called earlier in the thread) stay selected."""
         loaded = await self._loaded(workspace)
         meta = self._meta(tk.toolkit for tk in loaded)
         if self._selector is None:
@@ -165,8 +207,10 @@ class WorkspaceToolset:
         else:
             definitions = {t.slug: t.definition for tk in loaded for t in tk.tools}
             changed = {slug: d for tk in loaded for slug, d in self._changed(tk).items()}
-            selection = self._selector.select(
-                request, [tk.toolkit for tk in loaded], history=history_text, definitions=changed, meta=meta
+            slug_of = {t.name: t.slug for tk in loaded for t in tk.tools}
+            selection = await asyncio.to_thread(
+                self._select, request, [tk.toolkit for tk in loaded], history=history_text,
+                pinned=[slug_of.get(name, name) for name in pinned], definitions=changed, meta=meta,
             )
             tools = [definitions[s] for s in selection.selected if s in definitions]
         chosen = [*tools[: self._max_tools - len(meta)], *meta]
@@ -179,8 +223,8 @@ class WorkspaceToolset:
         loaded = await self._loaded(workspace)
         by_slug = {t.slug: t for tk in loaded for t in tk.tools}
         if self._selector is not None:
-            ranked = self._selector.rank(
-                query, [tk.toolkit for tk in loaded], limit=self._search_limit + len(exclude)
+            ranked = await asyncio.to_thread(
+                self._rank, query, [tk.toolkit for tk in loaded], limit=self._search_limit + len(exclude)
             )
             candidates = [by_slug[s] for s in ranked if s in by_slug]
         else:
