@@ -18,6 +18,9 @@ import asyncpg
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Tool selection is lexical in tests (and the subprocesses they start) unless a test loads the
+# sentence model itself: encoding the whole catalog the first time costs minutes of CPU.
+os.environ.setdefault("LUCY_EMBEDDING_MODEL", "off")
 
 pytest_plugins = ["tests.fakes.fake_llm"]  # the `fake_llm` fixture (a fake OpenAI-compatible server)
 pytest_plugins.append("tests.fakes.fake_composio")  # the `fake_composio` fixture (a fake Composio API)

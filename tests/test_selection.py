@@ -79,10 +79,10 @@ def _run_cli(tmp_path: Path, k: int) -> tuple[list[dict[str, Any]], list[str]]:
         print(json.dumps({{"rc": rc, "heavy": heavy}}), file=sys.stderr)
         """
     )
-    # With the sentence model present, a fresh machine's first run encodes ~1,000 tool vectors
-    # (about a minute on 2 cores) and caches them in .lucy/cache; later runs take seconds.
+    # Lexical here (conftest sets LUCY_EMBEDDING_MODEL=off): with the model a fresh machine's first
+    # run encodes ~1,000 tool vectors, minutes of CPU; the fused path has tests of its own below.
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True,
-                          timeout=900)
+                          timeout=300)
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     assert report["rc"] == 0
     return [json.loads(line) for line in proc.stdout.splitlines()], report["heavy"]

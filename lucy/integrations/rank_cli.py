@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lucy.integrations.selection import Embedder, ToolSelector, meta_tools
-from lucy.integrations.selection_embed import MODEL_NAME, ModelUnavailable, default_model_dir, load_embedder
+from lucy.integrations.selection_embed import ModelUnavailable, embedder_for
 
 
 def load_catalog(path: str) -> dict[str, list[dict[str, Any]]]:
@@ -66,11 +66,8 @@ def _embedder() -> Embedder | None:
         # An unrelated bad setting must not stop an offline command; the defaults still apply.
         print(f"lucy tools rank: ignoring the settings ({exc})", file=sys.stderr)
         data_dir, choice = Path(".lucy"), ""
-    if choice.lower() == "off":
-        return None
-    model_dir = Path(choice) if choice else default_model_dir(data_dir)
     try:
-        return load_embedder(model_dir, data_dir / "cache" / "embeddings" / MODEL_NAME)
+        return embedder_for(data_dir, choice)
     except ModelUnavailable as exc:
         print(f"lucy tools rank: ranking lexically, no sentence model ({exc})", file=sys.stderr)
         return None

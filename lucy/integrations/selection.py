@@ -40,7 +40,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 # The meta-tools are defined beside their names in lucy.core (the agent needs them without this
 # module) and re-exported here, where the selector's callers build a turn's tools.
@@ -62,6 +62,9 @@ from lucy.integrations.selection_text import (
     tool_description,
     words,
 )
+
+if TYPE_CHECKING:
+    from lucy.config import Settings
 
 __all__ = ["MAX_CONNECT_ENUM", "Selection", "ToolSelector", "estimate_tokens", "meta_tools", "plain_definition"]
 
@@ -694,3 +697,18 @@ class ToolSelector:
             selected.append(slug)
             spent += cost
         return Selection(ranked=ranked, selected=selected, tool_tokens=spent)
+
+
+def selector_from_settings(settings: Settings) -> ToolSelector:
+    """The selector a running Lucy uses: fused with the sentence model when it is installed,
+    lexical (said once in the log) when it is not or ``LUCY_EMBEDDING_MODEL=off``. Loading the
+    model reads ~90 MB: call this at start-up, not per turn."""
+    from lucy.integrations.selection_embed import ModelUnavailable, embedder_for
+    from lucy.log import get_logger
+
+    try:
+        embedder = embedder_for(settings.data_dir, settings.embedding_model)
+    except ModelUnavailable as exc:
+        get_logger("lucy.integrations.selection").info("tool selection is lexical: no sentence model", reason=str(exc))
+        embedder = None
+    return ToolSelector(embedder=embedder)

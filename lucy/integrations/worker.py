@@ -492,6 +492,10 @@ def build_integrations(
     registry = IntegrationRegistry(client, pool, cache, ttl=settings.cache_ttl_seconds, metrics=metrics)
     schemas = ToolSchemaCache(client, cache, ttl=settings.tool_schema_ttl_seconds)
     connections = ComposioConnections(client, registry, public_url=settings.public_url)
+    if selector is None:
+        from lucy.integrations.selection import selector_from_settings
+
+        selector = selector_from_settings(settings)  # every turn gets the best few tools, not 128
     toolset = WorkspaceToolset(registry, schemas, selector=selector, connectable=connections.known_toolkits)
     audit = AuditLog(pool)
     worker = IntegrationWorker(
