@@ -153,6 +153,7 @@ def lucy_env(urls: dict[str, str], dsn: str, port: int, args: argparse.Namespace
         "LLM_API_KEY": "sk-bench", "LLM_CONTEXT_TOKENS": "128000", "LUCY_EMBEDDING_MODEL": "off",
         "LUCY_RATE_USER_TURNS": "0", "LUCY_RATE_WORKSPACE_TURNS": "0",
     })
+    env.update({key: value for key, value in (kv.split("=", 1) for kv in args.env)})
     if args.redis_url:
         env.update({"REDIS_URL": args.redis_url, "LUCY_REDIS_PREFIX": f"lucybench-{uuid.uuid4().hex[:6]}"})
     return env
@@ -356,6 +357,8 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=1000, help="turns open at once in phase 2 (0 = skip)")
     parser.add_argument("--burst-rate", type=float, default=200.0, help="events per second in phase 2")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra setting for lucy serve, e.g. LUCY_DB_POOL_SIZE=40 (repeatable)")
     parser.add_argument("--database-url", default=os.environ.get(
         "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--redis-url", default=None, help="share cache and rate limits through this Redis")

@@ -81,6 +81,10 @@ WHERE: dict[str, str] = {
         "Use the seconds answers in progress may take to finish after SIGTERM; the default is 20 "
         "(keep it below your platform's kill timeout, e.g. 30 s on Heroku and Kubernetes)."
     ),
+    "LUCY_DB_POOL_SIZE": (
+        "Use the most PostgreSQL connections one process opens; the default is 20 "
+        "(instances × this must stay under the server's max_connections)."
+    ),
     "LUCY_MAX_CONCURRENT_TURNS": (
         "Use the most answers one process works on at once (more wait their turn); the default is 1000."
     ),
@@ -148,6 +152,7 @@ class Settings(BaseSettings):
     embedding_model: str = Field("", alias="LUCY_EMBEDDING_MODEL")
     # Several instances and shutdown (lucy/serve.py).
     shutdown_grace_seconds: float = Field(20.0, alias="LUCY_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)
+    db_pool_size: int = Field(20, alias="LUCY_DB_POOL_SIZE", ge=2, le=1000)
     max_concurrent_turns: int = Field(1000, alias="LUCY_MAX_CONCURRENT_TURNS", ge=1, le=100_000)
     redis_prefix: str = Field("lucy", alias="LUCY_REDIS_PREFIX", min_length=1, max_length=64,
                               pattern=r"^[A-Za-z0-9_.-]+$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -63,7 +64,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         applied = await migrate_dsn(dsn)
         if applied:
             log.info("migrations applied", count=len(applied))
-        pool = await create_pool(dsn)
+        pool = await create_pool(dsn, max_size=settings.db_pool_size)
         cache = make_cache(settings.redis_url, settings.redis_prefix)
         limiter = RateLimiter.from_settings(settings)
         deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter)
@@ -95,6 +96,11 @@ async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
         slack, close_integrations = await _build_slack(deps)
         gate = slack.conversations.gate
         deps.metrics.turns_queued.set_function(lambda: gate.waiting)
+        deps.metrics.event_loop_lag.set_function(lambda: gate.lag)
+    # Start-up leaves ~600,000 long-lived objects (litellm's model tables, the SDKs' modules); every
+    # full garbage collection would walk them all and stall the event loop for ~0.5 s under load.
+    gc.collect()
+    gc.freeze()
     app = build_app(deps.metrics, deps.pool, extra_routes=slack.routes if slack is not None else None,
                     closing=lambda: deps.inflight.closing)
     # Handlers only ack (turns run in Deps.inflight), so the server needs little time to close.

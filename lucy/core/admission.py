@@ -18,16 +18,20 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 TICK = 0.02  # seconds between lag measurements
-MAX_LAG = 0.02  # smoothed lag above which no new turn starts
-RELEASE_PER_TICK = 4  # turns started per tick at most while the loop keeps up (200/s)
+MAX_LAG = 0.015  # smoothed lag above which the limit shrinks
+START_LIMIT = 16.0
 
 
 class TurnGate:
+    """An adaptive limit on running turns (additive increase while the loop keeps up and the limit
+    is what holds turns back, multiplicative decrease when the loop lags), first come, first served."""
+
     def __init__(self, *, max_running: int = 1000, max_lag: float = MAX_LAG, tick: float = TICK) -> None:
         self.max_running = max_running
         self._max_lag = max_lag
         self._tick = tick
         self.running = 0
+        self.limit = min(START_LIMIT, float(max_running))
         self.lag = 0.0  # smoothed, seconds
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._monitor: asyncio.Task[None] | None = None
@@ -36,15 +40,14 @@ class TurnGate:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def _may_start(self) -> bool:
-        if self.running == 0:
-            return True  # never stall: one turn at a time always makes progress
-        return self.running < self.max_running and self.lag < self._max_lag
+    def _room(self) -> int:
+        # One turn may always run, so a slow machine still makes progress.
+        return max(1, int(self.limit)) - self.running
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold a place for one running turn (waiting first, in order, when the loop is behind)."""
-        if self._waiters or not self._may_start():
+        """Hold a place for one running turn (waiting first, in order, when the limit is reached)."""
+        if self._waiters or self._room() <= 0:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self._ensure_monitor()
@@ -62,17 +65,15 @@ class TurnGate:
             yield
         finally:
             self.running -= 1
-            if self._waiters and self.running == 0:
-                self._release(1)
+            self._release()
 
-    def _release(self, count: int) -> None:
-        while count > 0 and self._waiters:
+    def _release(self) -> None:
+        while self._waiters and self._room() > 0:
             waiter = self._waiters.popleft()
             if waiter.done():
                 continue
             self.running += 1
             waiter.set_result(None)
-            count -= 1
 
     def _ensure_monitor(self) -> None:
         if self._monitor is None or self._monitor.done():
@@ -95,10 +96,12 @@ class TurnGate:
             before = loop.time()
             await asyncio.sleep(self._tick)
             lag = max(0.0, loop.time() - before - self._tick)
-            self.lag = 0.7 * self.lag + 0.3 * lag
-            if not self._waiters:
-                continue
-            if self.running == 0:
-                self._release(1)
-            elif self._may_start():
-                self._release(min(RELEASE_PER_TICK, self.max_running - self.running))
+            self.lag = 0.5 * self.lag + 0.5 * lag
+            self._adjust()
+            self._release()
+
+    def _adjust(self) -> None:
+        if self.lag > self._max_lag:
+            self.limit = max(1.0, self.limit * 0.8)
+        elif self._waiters and self.running >= int(self.limit):
+            self.limit = min(float(self.max_running), self.limit + 1.0)

@@ -153,7 +153,7 @@ class SlackRuntime:
         while True:
             try:
                 await self.claims.prune()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # e.g. the pool is closing
                 log.warning("could not prune processed events", error=str(exc))
             await asyncio.sleep(PRUNE_EVERY)
 

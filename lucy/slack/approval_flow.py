@@ -47,7 +47,7 @@ log = get_logger("lucy.slack.approvals")
 SWEEP_SECONDS = 30.0  # how late an expired request's message may be updated
 PRUNE_SECONDS = 3600.0  # audit rows past the retention are deleted about hourly
 _SlackErrors = (SlackApiError, SlackRequestError)
-_Errors = (LucyError, SlackApiError, SlackRequestError, asyncpg.PostgresError, OSError)
+_Errors = (LucyError, SlackApiError, SlackRequestError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 ClientFor = Callable[[str], Awaitable[tuple[AsyncWebClient, str | None] | None]]
 Respond = Callable[..., Awaitable[Any]]

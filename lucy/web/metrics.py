@@ -31,6 +31,9 @@ class Metrics:
         self.turns_queued = Gauge(
             "lucy_turns_queued", "Answers waiting to start because the event loop is busy", registry=r
         )
+        self.event_loop_lag = Gauge(
+            "lucy_event_loop_lag_seconds", "How late the event loop runs callbacks (smoothed)", registry=r
+        )
         self.cache_degraded = Gauge(
             "lucy_cache_degraded", "1 while Redis is unreachable and the in-process cache is used", registry=r
         )
