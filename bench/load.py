@@ -65,9 +65,11 @@ class Shared:
         self.llm_requests: Synchronized[int] = ctx.Value("i", 0)
         self.llm_delay: Synchronized[float] = ctx.Value("d", 1.0)
         self.release_at: Synchronized[int] = ctx.Value("i", 0)  # phase 2: hold answers until this many asked
+        self.fakes_pid: Synchronized[int] = ctx.Value("i", 0)
 
 
 def run_fakes(shared: Shared, urls: Any, stop: Any) -> None:
+    shared.fakes_pid.value = os.getpid()
     asyncio.run(_fakes(shared, urls, stop))
 
 
@@ -185,6 +187,23 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> flo
     raise SystemExit("lucy serve never became ready")
 
 
+async def server_ack_quantiles(session: aiohttp.ClientSession, base: str) -> str:
+    """Lucy's own view (lucy_slack_ack_seconds): the bucket bounds under which 50 % and 99 % fall."""
+    async with session.get(f"{base}/metrics") as resp:
+        lines = (await resp.text()).splitlines()
+    buckets = []
+    for line in lines:
+        if line.startswith("lucy_slack_ack_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1])))
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return "n/a"
+    p50 = next(b for b, n in buckets if n >= 0.5 * total)
+    p99 = next(b for b, n in buckets if n >= 0.99 * total)
+    return f"p50 ≤ {p50 * 1000:g} ms, p99 ≤ {p99 * 1000:g} ms (inside Lucy, from handler start)"
+
+
 async def in_flight(session: aiohttp.ClientSession, base: str) -> int:
     async with session.get(f"{base}/metrics") as resp:
         for line in (await resp.text()).splitlines():
@@ -271,6 +290,7 @@ async def bench(args: argparse.Namespace, urls: dict[str, str], shared: Shared, 
             await wait_answered(shared, 1, MAX_WAIT)
             sender.acks.clear()
             await phase_rate(args, shared, proc.pid, sender)
+            print(f"  ack, Lucy's view   {await server_ack_quantiles(session, base)}")
             if args.concurrent:
                 await phase_concurrent(args, shared, proc.pid, sender, session, base)
     finally:
@@ -285,6 +305,7 @@ async def phase_rate(args: argparse.Namespace, shared: Shared, pid: int, sender:
     count = int(args.rate * args.seconds)
     shared.llm_delay.value = args.llm_delay
     before_answered, cpu0 = shared.answered.value, cpu_seconds(pid)
+    fakes0, gen0 = cpu_seconds(shared.fakes_pid.value), time.process_time()
     start = time.perf_counter()
     sent_in = await sender.at_rate(args.rate, count)
     end = await wait_answered(shared, before_answered + count, MAX_WAIT)
@@ -297,6 +318,8 @@ async def phase_rate(args: argparse.Namespace, shared: Shared, pid: int, sender:
     print(f"  answered           {answered}/{count} ({'all' if answered == count else 'MISSING SOME'})")
     print(f"  answered turns/s   {answered / (end - start):7.1f}   (first event to last answer)")
     print(f"  CPU per turn       {cpu / max(1, answered) * 1000:7.1f} ms   (lucy process, user+sys)")
+    print(f"  CPU in the phase   lucy {cpu:.1f} s, fakes {cpu_seconds(shared.fakes_pid.value) - fakes0:.1f} s, "
+          f"load generator {time.process_time() - gen0:.1f} s over {end - start:.1f} s on {os.cpu_count()} cores")
     print(f"  memory             {memory_mb(pid, 'VmRSS'):7.0f} MB RSS now, {memory_mb(pid, 'VmHWM'):.0f} MB peak")
 
 

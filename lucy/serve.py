@@ -21,6 +21,8 @@ from lucy.web.metrics import Metrics
 
 log = get_logger("lucy.serve")
 
+ACK_POOL_SIZE = 4  # connections for event claims alone (two short INSERTs per event)
+
 
 @asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[str]:
@@ -65,9 +67,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         if applied:
             log.info("migrations applied", count=len(applied))
         pool = await create_pool(dsn, max_size=settings.db_pool_size)
+        ack_pool = await create_pool(dsn, min_size=2, max_size=ACK_POOL_SIZE)
         cache = make_cache(settings.redis_url, settings.redis_prefix)
         limiter = RateLimiter.from_settings(settings)
-        deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter)
+        deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter, ack_pool=ack_pool)
         deps.metrics.turns_in_flight.set_function(lambda: len(deps.inflight))
         deps.metrics.cache_degraded.set_function(lambda: 1.0 if cache.degraded else 0.0)
         try:
@@ -76,6 +79,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             # Last, after every answer in progress has finished or been cut short.
             await limiter.close()
             await cache.close()
+            await ack_pool.close()
             await pool.close()
             log.info("stopped")
 
@@ -97,6 +101,7 @@ async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
         gate = slack.conversations.gate
         deps.metrics.turns_queued.set_function(lambda: gate.waiting)
         deps.metrics.event_loop_lag.set_function(lambda: gate.lag)
+        deps.metrics.turn_limit.set_function(lambda: gate.limit)
     # Start-up leaves ~600,000 long-lived objects (litellm's model tables, the SDKs' modules); every
     # full garbage collection would walk them all and stall the event loop for ~0.5 s under load.
     gc.collect()

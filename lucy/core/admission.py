@@ -4,7 +4,8 @@ One process answers Slack (acks within 3 s) and runs every turn on one event loo
 spends most of its time waiting for the model, but its CPU bursts (LiteLLM's streaming, the
 Slack SDK) add up: past what one core can do, every callback waits longer, acks included,
 and the backlog makes everything slower still. :class:`TurnGate` measures the loop's lag
-(how late a 20 ms sleep wakes up) and lets waiting turns start only while that lag is small,
+(how late a 20 ms sleep wakes up) and the process's CPU use, and lets waiting turns start only
+while both are low,
 so acks stay fast and an overload becomes a queue (first come, first served) whose turns
 are all answered, later, instead of a slowdown for everyone. ``max_running`` also bounds
 memory.
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 TICK = 0.02  # seconds between lag measurements
 MAX_LAG = 0.015  # smoothed lag above which the limit shrinks
+MAX_BUSY = 0.7  # share of one core the process may use before the limit shrinks (the rest keeps acks fast)
 START_LIMIT = 16.0
 
 
@@ -26,9 +29,13 @@ class TurnGate:
     """An adaptive limit on running turns (additive increase while the loop keeps up and the limit
     is what holds turns back, multiplicative decrease when the loop lags), first come, first served."""
 
-    def __init__(self, *, max_running: int = 1000, max_lag: float = MAX_LAG, tick: float = TICK) -> None:
+    def __init__(self, *, max_running: int = 1000, max_lag: float = MAX_LAG, max_busy: float = MAX_BUSY,
+                 tick: float = TICK, cpu_clock: Callable[[], float] = time.process_time) -> None:
         self.max_running = max_running
         self._max_lag = max_lag
+        self._max_busy = max_busy
+        self._cpu_clock = cpu_clock
+        self.busy = 0.0  # smoothed CPU seconds per second of this process
         self._tick = tick
         self.running = 0
         self.limit = min(START_LIMIT, float(max_running))
@@ -93,15 +100,18 @@ class TurnGate:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            before = loop.time()
+            before, cpu_before = loop.time(), self._cpu_clock()
             await asyncio.sleep(self._tick)
-            lag = max(0.0, loop.time() - before - self._tick)
+            elapsed = loop.time() - before
+            lag = max(0.0, elapsed - self._tick)
             self.lag = 0.5 * self.lag + 0.5 * lag
+            # Smoothed over ~0.5 s: turns' CPU comes in bursts (a batch of model answers arriving).
+            self.busy = 0.9 * self.busy + 0.1 * (self._cpu_clock() - cpu_before) / max(elapsed, 1e-6)
             self._adjust()
             self._release()
 
     def _adjust(self) -> None:
-        if self.lag > self._max_lag:
-            self.limit = max(1.0, self.limit * 0.8)
+        if self.lag > self._max_lag or self.busy > self._max_busy:
+            self.limit = max(1.0, self.limit * 0.95)
         elif self._waiters and self.running >= int(self.limit):
             self.limit = min(float(self.max_running), self.limit + 1.0)

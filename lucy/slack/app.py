@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,7 +176,7 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
     """
     settings = deps.settings
     _check(settings)
-    claims = Claims(deps.pool)
+    claims = Claims(deps.ack_pool or deps.pool)
     pending = PendingConnections(deps.pool)
     tasks = deps.inflight
     store = PgInstallationStore(deps.pool, settings.slack_client_id) if settings.multi_workspace else None
@@ -221,7 +222,8 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
     register_listeners(app, handlers)
 
     callback = IntegrationCallback(connections, pending, conversations, client_for, tasks)
-    routes = _routes(app, callback, events=not settings.socket_mode, closing=lambda: tasks.closing)
+    routes = _routes(app, callback, events=not settings.socket_mode, closing=lambda: tasks.closing,
+                     ack_seconds=deps.metrics.ack_seconds)
     return SlackRuntime(app=app, routes=routes, conversations=conversations, tasks=tasks, claims=claims,
                         app_token=settings.slack_app_token,
                         sweeper=approvals.sweep_forever if approvals is not None else None)
@@ -254,13 +256,17 @@ def _bolt_app(settings: Settings, deps: Deps, claims: Claims, store: PgInstallat
 
 
 def _routes(app: AsyncApp, callback: IntegrationCallback, *, events: bool,
-            closing: Callable[[], bool] = lambda: False) -> list[Route]:
+            closing: Callable[[], bool] = lambda: False, ack_seconds: Any = None) -> list[Route]:
     async def slack_events(request: web.Request) -> web.StreamResponse:
         if closing():
             # Shutting down: take nothing new. Slack retries an event that got an error, and a load
             # balancer (which sees /readyz fail now) sends the retry to another instance.
             return web.Response(status=503, text="Lucy is restarting; please retry.", headers={"Retry-After": "1"})
-        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+        started = time.perf_counter()
+        response = await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+        if ack_seconds is not None:
+            ack_seconds.observe(time.perf_counter() - started)
+        return response
 
     async def install(request: web.Request) -> web.StreamResponse:
         if app.oauth_flow is None:

@@ -14,6 +14,10 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.events = Counter("lucy_slack_events_total", "Slack events received", ["kind", "outcome"], registry=r)
+        self.ack_seconds = Histogram(
+            "lucy_slack_ack_seconds", "Time to answer Slack's HTTP request (Slack wants it within 3 s)", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 3, 5),
+        )
         self.turns = Counter("lucy_turns_total", "Agent turns", ["outcome"], registry=r)
         self.turn_seconds = Histogram(
             "lucy_turn_seconds", "Turn latency", registry=r,
@@ -33,6 +37,9 @@ class Metrics:
         )
         self.event_loop_lag = Gauge(
             "lucy_event_loop_lag_seconds", "How late the event loop runs callbacks (smoothed)", registry=r
+        )
+        self.turn_limit = Gauge(
+            "lucy_turn_limit", "Answers allowed to run at once right now (adapts to the CPU)", registry=r
         )
         self.cache_degraded = Gauge(
             "lucy_cache_degraded", "1 while Redis is unreachable and the in-process cache is used", registry=r
