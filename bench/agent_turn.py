@@ -113,7 +113,9 @@ class InstantToolset:
     def __init__(self, tools: list[ToolDef]) -> None:
         self._tools = tools
 
-    async def tools_for_turn(self, workspace: str, request: str, history_text: str = "") -> list[ToolDef]:
+    async def tools_for_turn(
+        self, workspace: str, request: str, history_text: str = "", *, pinned: Sequence[str] = ()
+    ) -> list[ToolDef]:
         return self._tools
 
 
