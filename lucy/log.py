@@ -112,6 +112,8 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Lucy's own lines follow the root level set here, whatever an earlier caller left on "lucy".
+    logging.getLogger("lucy").setLevel(logging.NOTSET)
     # Chatty libraries stay at warning unless we debug.
     for name in ("aiohttp.access", "httpx", "httpcore", "LiteLLM", "litellm", "composio", "asyncio"):
         logging.getLogger(name).setLevel("DEBUG" if level == "debug" else "WARNING")
