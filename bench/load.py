@@ -340,9 +340,11 @@ async def phase_concurrent(args: argparse.Namespace, shared: Shared, pid: int, s
 
     sampler = asyncio.get_running_loop().create_task(sample())
     sent_in = await sender.at_rate(args.burst_rate, count)
-    deadline = time.perf_counter() + MAX_WAIT
+    sent = time.perf_counter()
+    deadline = sent + MAX_WAIT
     while shared.llm_requests.value < before_asked + count and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
+    all_open = time.perf_counter() - sent
     await asyncio.sleep(0.5)
     held_rss = memory_mb(pid, "VmRSS")
     end = await wait_answered(shared, before_answered + count, MAX_WAIT)
@@ -354,9 +356,10 @@ async def phase_concurrent(args: argparse.Namespace, shared: Shared, pid: int, s
           f"every answer until all {count} had asked)")
     print(f"  ack latency        p50 {statistics.median(sender.acks):7.1f} ms   p99 {pct(sender.acks, 0.99):7.1f} ms"
           f"   non-200: {len(sender.failed)}")
-    print(f"  turns in flight    peak {peak}")
+    print(f"  turns in flight    peak {peak}; all {shared.llm_requests.value - before_asked} waiting on the model "
+          f"{all_open:.1f} s after the last was sent (the turn limit grows while the CPU is idle)")
     print(f"  memory             {held_rss:7.0f} MB RSS with them all open, {memory_mb(pid, 'VmHWM'):.0f} MB peak")
-    print(f"  answered           {answered}/{count} in {end - deadline + MAX_WAIT:.1f} s after the last was sent")
+    print(f"  answered           {answered}/{count}, {end - sent:.1f} s after the last was sent")
 
 
 async def with_database(args: argparse.Namespace, urls: dict[str, str], shared: Shared) -> None:

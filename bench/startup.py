@@ -3,12 +3,16 @@
 Run: .venv/bin/python bench/startup.py [--runs 5] [--database-url postgresql://...]
 
 Without --database-url, `lucy serve` uses the embedded PostgreSQL (its first start, which runs
-initdb, is reported separately from warm starts). Prints medians; these machines are noisy.
+initdb, is reported separately from warm starts). With --database-url it also times the full
+bot: Slack configured (fake Slack, Composio and LLM servers on 127.0.0.1, in this process), so
+litellm, the Composio SDK and Bolt are imported and the agent is built before /healthz answers.
+Prints medians; these machines are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -20,10 +24,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LUCY = [sys.executable, "-m", "lucy"]
+sys.path.insert(0, str(ROOT))
 
 
 def free_port() -> int:
@@ -38,7 +44,7 @@ def time_help() -> float:
     return time.perf_counter() - start
 
 
-def time_serve(env: dict[str, str]) -> float:
+def time_serve(env: dict[str, str], path: str = "/healthz") -> float:
     port = free_port()
     env = {**env, "PORT": str(port), "LOG_LEVEL": "warning"}
     start = time.perf_counter()
@@ -48,7 +54,7 @@ def time_serve(env: dict[str, str]) -> float:
             if proc.poll() is not None:
                 raise SystemExit(f"lucy serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as resp:
                     if resp.status == 200:
                         return time.perf_counter() - start
             except (urllib.error.URLError, ConnectionError):
@@ -56,6 +62,45 @@ def time_serve(env: dict[str, str]) -> float:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+@contextlib.contextmanager
+def fakes() -> Iterator[dict[str, str]]:
+    """Fake Slack, Composio and LLM servers on a background event loop; yields the settings for them."""
+    import asyncio
+    import threading
+
+    from tests.fakes.fake_composio import FakeComposio
+    from tests.fakes.fake_llm import FakeLLM
+    from tests.fakes.fake_slack import FakeSlack
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    slack, composio, llm = FakeSlack(), FakeComposio(), FakeLLM()
+
+    async def start() -> None:
+        await slack.__aenter__()
+        await composio.__aenter__()
+        await llm.start()
+
+    async def stop() -> None:
+        await llm.close()
+        await composio.__aexit__(None, None, None)
+        await slack.__aexit__(None, None, None)
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result(60)
+    try:
+        yield {
+            "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": "bench-secret-0123456789",
+            "SLACK_API_URL": slack.api_url, "COMPOSIO_API_KEY": composio.api_key,
+            "COMPOSIO_BASE_URL": composio.base_url, "LLM_MODEL": "openai/fake", "LLM_API_BASE": llm.base_url,
+            "LLM_API_KEY": "sk-bench", "LLM_CONTEXT_TOKENS": "128000", "LUCY_EMBEDDING_MODEL": "off",
+        }
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 def main() -> None:
@@ -72,7 +117,12 @@ def main() -> None:
     if args.database_url:
         env = {**base_env, "DATABASE_URL": args.database_url}
         serves = [time_serve(env) for _ in range(args.runs)]
-        print(f"lucy serve → /healthz 200  median {statistics.median(serves) * 1000:7.0f} ms  (DATABASE_URL)")
+        print(f"lucy serve → /healthz 200  median {statistics.median(serves) * 1000:7.0f} ms  (DATABASE_URL, no Slack)")
+        with fakes() as fake_env:
+            env = {**env, **fake_env}
+            bots = [time_serve(env, "/readyz") for _ in range(args.runs)]
+        print(f"lucy serve → /readyz 200   median {statistics.median(bots) * 1000:7.0f} ms  "
+              "(DATABASE_URL, Slack + Composio + LLM configured: litellm, composio_client, slack_bolt imported)")
         return
     data = Path(tempfile.mkdtemp(prefix="lucy-bench-"))
     data.chmod(0o755)

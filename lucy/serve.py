@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from lucy.web.metrics import Metrics
 
 log = get_logger("lucy.serve")
 
-ACK_POOL_SIZE = 4  # connections for event claims alone (two short INSERTs per event)
+ACK_POOL_SIZE = 8  # connections for event claims alone (two short INSERTs per event)
 
 
 @asynccontextmanager
@@ -59,29 +60,52 @@ def run_serve(settings: Settings) -> int:
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set)."""
+    stop = stop or _stop_on_signals()
+    # The heavy SDKs cost seconds of CPU to import: start now, in a thread, while the database is
+    # prepared (migrations and pools wait on I/O); _build_slack then finds them imported.
+    sdks = asyncio.ensure_future(asyncio.to_thread(_import_sdks)) if settings.slack_configured else None
+    try:
+        async with database(settings) as dsn:
+            await _serve_on(settings, dsn, stop, sdks)
+    finally:
+        if sdks is not None and not sdks.done():
+            await asyncio.wait([sdks])  # a thread cannot be cancelled: let the import end before returning
+
+
+def _import_sdks() -> None:
+    from lucy.core.llm import load_litellm
+
+    load_litellm()
+    importlib.import_module("composio_client")
+    importlib.import_module("lucy.slack.app")  # slack_bolt and slack_sdk
+
+
+async def _serve_on(settings: Settings, dsn: str, stop: asyncio.Event, sdks: asyncio.Future[None] | None) -> None:
     from lucy.db.pool import create_pool
 
-    stop = stop or _stop_on_signals()
-    async with database(settings) as dsn:
-        applied = await migrate_dsn(dsn)
-        if applied:
-            log.info("migrations applied", count=len(applied))
-        pool = await create_pool(dsn, max_size=settings.db_pool_size)
+    applied = await migrate_dsn(dsn)
+    if applied:
+        log.info("migrations applied", count=len(applied))
+    pool = await create_pool(dsn, max_size=settings.db_pool_size)
+    ack_pool: Any = None
+    cache = make_cache(settings.redis_url, settings.redis_prefix)
+    limiter = RateLimiter.from_settings(settings)
+    try:
         ack_pool = await create_pool(dsn, min_size=2, max_size=ACK_POOL_SIZE)
-        cache = make_cache(settings.redis_url, settings.redis_prefix)
-        limiter = RateLimiter.from_settings(settings)
         deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter, ack_pool=ack_pool)
         deps.metrics.turns_in_flight.set_function(lambda: len(deps.inflight))
         deps.metrics.cache_degraded.set_function(lambda: 1.0 if cache.degraded else 0.0)
-        try:
-            await _run_web(deps, stop)
-        finally:
-            # Last, after every answer in progress has finished or been cut short.
-            await limiter.close()
-            await cache.close()
+        if sdks is not None:
+            await sdks
+        await _run_web(deps, stop)
+    finally:
+        # Last, after every answer in progress has finished or been cut short.
+        await limiter.close()
+        await cache.close()
+        if ack_pool is not None:
             await ack_pool.close()
-            await pool.close()
-            log.info("stopped")
+        await pool.close()
+        log.info("stopped")
 
 
 async def _run_web(deps: Deps, stop: asyncio.Event) -> None:
