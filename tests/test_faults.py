@@ -380,3 +380,20 @@ def _samples(body: str) -> dict[str, float]:
             out[name] = float(value)
     return out
 
+
+
+# --- overload -----------------------------------------------------------------------------------
+
+
+async def test_more_requests_than_may_run_wait_their_turn_and_are_all_answered(
+    start_lucy: Start, fake_llm: FakeLLM, fake_slack: FakeSlack,
+) -> None:
+    lucy = await start_lucy(LUCY_MAX_CONCURRENT_TURNS=1)
+    fake_llm.responder = lambda r: text("Answered.", delay=2.0)
+    threads = [await ask(lucy, f"question {i}", user=user) for i, user in enumerate(["U0ALICE", "U0BOB", "U0ALICE"])]
+    # Everyone sees "is thinking…" at once, though only one answer runs at a time.
+    await fake_slack.wait_for(lambda: len(fake_slack.calls("assistant.threads.setStatus")) >= 3)
+    waiting = [ts for ts in threads if not thread(fake_slack, CHANNEL, ts)]
+    for ts in threads:
+        assert await answer_of(lucy, ts) == ["Answered."]
+    assert len(waiting) >= 2 and len(fake_llm.requests) == 3
