@@ -24,7 +24,9 @@ COPY scripts/fetch_model.py ./scripts/fetch_model.py
 RUN pip install --no-cache-dir uv==0.13.9 \
  && uv pip install --system --no-cache . \
  && python scripts/fetch_model.py /app/.lucy \
- && useradd --system --uid 10001 --home-dir /app lucy
+ && useradd --system --uid 10001 --home-dir /app lucy \
+ && mkdir -p /app/.lucy/cache && chown -R lucy /app/.lucy/cache
+# The tool vectors computed at run time are cached there, so a restart does not recompute them.
 USER lucy
 
 EXPOSE 3000

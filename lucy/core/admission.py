@@ -26,8 +26,8 @@ START_LIMIT = 16.0
 
 
 class TurnGate:
-    """An adaptive limit on running turns (additive increase while the loop keeps up and the limit
-    is what holds turns back, multiplicative decrease when the loop lags), first come, first served."""
+    """An adaptive limit on running turns, first come, first served: it grows while the loop keeps
+    up and the limit is what holds turns back, and shrinks while the loop lags or the CPU is busy."""
 
     def __init__(self, *, max_running: int = 1000, max_lag: float = MAX_LAG, max_busy: float = MAX_BUSY,
                  tick: float = TICK, cpu_clock: Callable[[], float] = time.process_time) -> None:
@@ -114,4 +114,6 @@ class TurnGate:
         if self.lag > self._max_lag or self.busy > self._max_busy:
             self.limit = max(1.0, self.limit * 0.95)
         elif self._waiters and self.running >= int(self.limit):
-            self.limit = min(float(self.max_running), self.limit + 1.0)
+            # Grow by 2 % a tick (~1.5x a second): turns that mostly wait on the model need a high
+            # limit soon, and a limit that overshoots shrinks back as soon as the CPU is busy.
+            self.limit = min(float(self.max_running), self.limit + max(1.0, 0.02 * self.limit))
