@@ -30,7 +30,9 @@ ensure_venv() {
   local stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)${extras:+-$extras}"
   if [ ! -f "$stamp" ]; then
     log "installing Lucy${extras:+ with [$extras]}"
-    .venv/bin/uv pip install -q --python .venv/bin/python -e ".${extras:+[$extras]}"
+    # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set, litellm would otherwise be compiled from
+    # source at every start (about 6 s of CPU per process).
+    .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python -e ".${extras:+[$extras]}"
     touch "$stamp"
   fi
   ensure_models

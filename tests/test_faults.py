@@ -247,7 +247,7 @@ async def test_postgres_connections_dropped_mid_run_are_replaced_without_a_resta
     # While a turn waits for the model, every connection Lucy holds is killed (what a restart does).
     fake_llm.script([text("Second, though the database went away meanwhile.", delay=1.0)])
     second = await ask(lucy, "two")
-    await lucy.slack.wait_for(lambda: len(fake_llm.requests) == 2)
+    await lucy.slack.wait_for(lambda: len(fake_llm.requests) == 2, timeout=30)
     assert await _terminate_backends(db_dsn) >= 1
     assert await answer_of(lucy, second) == ["Second, though the database went away meanwhile."]
 
@@ -392,7 +392,7 @@ async def test_more_requests_than_may_run_wait_their_turn_and_are_all_answered(
     fake_llm.responder = lambda r: text("Answered.", delay=2.0)
     threads = [await ask(lucy, f"question {i}", user=user) for i, user in enumerate(["U0ALICE", "U0BOB", "U0ALICE"])]
     # Everyone sees "is thinking…" at once, though only one answer runs at a time.
-    await fake_slack.wait_for(lambda: len(fake_slack.calls("assistant.threads.setStatus")) >= 3)
+    await fake_slack.wait_for(lambda: len(fake_slack.calls("assistant.threads.setStatus")) >= 3, timeout=30)
     waiting = [ts for ts in threads if not thread(fake_slack, CHANNEL, ts)]
     for ts in threads:
         assert await answer_of(lucy, ts) == ["Answered."]
