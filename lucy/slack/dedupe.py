@@ -33,7 +33,7 @@ class Claims:
 
     async def claim_event(self, event_id: str, workspace: str) -> bool:
         """True for the first delivery of ``event_id`` anywhere; False for every redelivery."""
-        row = await self._pool.fetchval(
+        row = await self._insert(
             "INSERT INTO processed_events (event_id, workspace_id) VALUES ($1, $2) "
             "ON CONFLICT DO NOTHING RETURNING 1",
             event_id, workspace,
@@ -42,12 +42,25 @@ class Claims:
 
     async def claim_message(self, workspace: str, channel: str, ts: str) -> bool:
         """True the first time this person's message is taken on, whichever event carried it."""
-        row = await self._pool.fetchval(
+        row = await self._insert(
             "INSERT INTO processed_messages (workspace_id, channel, ts) VALUES ($1, $2, $3) "
             "ON CONFLICT DO NOTHING RETURNING 1",
             workspace, channel, ts,
         )
         return row is not None
+
+    async def _insert(self, sql: str, *args: str) -> Any:
+        """One claim; a pooled connection found broken on the client side (its backend was killed,
+        say) is retried once on a fresh one. Those errors come before the query is sent, so the
+        retry cannot see its own first claim and drop the message."""
+        import asyncpg
+        from asyncpg.exceptions import InternalClientError
+
+        try:
+            return await self._pool.fetchval(sql, *args)
+        except (asyncpg.InterfaceError, InternalClientError) as exc:
+            log.warning("a database connection was broken; retrying the claim", error=str(exc))
+            return await self._pool.fetchval(sql, *args)
 
     async def prune(self, older_than: timedelta = timedelta(days=2)) -> int:
         """Forget claims older than Slack's retry window (3 retries within ~6 minutes) with margin."""
