@@ -12,7 +12,8 @@ Two set-ups, each timed per turn (median, p99 in ms; turns run one after another
 * ``loop`` — the agent loop with instant in-process ports (LLM, toolset with 20 real tool
   definitions, executor): prompt, history load + fit, argument parsing, tool dispatch, result
   fencing, thread writes. This is the part of the turn ``lucy/core/agent.py`` owns.
-* ``stack`` — the real litellm against the fake OpenAI server, the real toolset (registry, schema
+* ``stack`` — the real LLM adapter (for ``openai/…`` models its direct OpenAI wire client;
+  ``LUCY_LLM_CLIENT=litellm`` for litellm) against the fake OpenAI server, the real toolset (registry, schema
   cache, ToolSelector) and IntegrationWorker (validation, policy, audit row) against the fake
   Composio. Lucy's own = turn − time inside the LLM call (litellm's client work + the local fake
   server) − time inside Composio's execute.
@@ -329,7 +330,8 @@ async def bench_stack(pool: Any, turns: int) -> None:
         client = TimedComposio(ComposioClient(api_key=composio.api_key, base_url=composio.base_url), waits)
         cache = memory_cache(f"bench-{uuid.uuid4().hex[:6]}")
         integrations = build_integrations(settings, pool, cache, client=client, selector=ToolSelector())
-        llm = LiteLLM(LLMConfig(model="openai/gpt-4o-mini", api_base=fake_llm.base_url, api_key="sk-bench"))
+        llm = LiteLLM(LLMConfig(model="openai/gpt-4o-mini", api_base=fake_llm.base_url, api_key="sk-bench",
+                                client="litellm" if os.environ.get("LUCY_LLM_CLIENT") == "litellm" else "auto"))
         agent = LucyAgent(AgentDeps(
             llm=TimedLLM(llm, waits), toolset=integrations.toolset, executor=integrations.worker,
             memory=ThreadMemory(pool), apps=_RegistryApps(integrations.registry), catalog=integrations.toolset))
@@ -339,6 +341,7 @@ async def bench_stack(pool: Any, turns: int) -> None:
         finally:
             await integrations.aclose()
             await cache.close()
+            await llm.aclose()
     print(f"stack  whole turn with local fakes ({turns} turns):            {summary(t.wall)}")
     print(f"stack  Lucy's own time (turn − LLM call − Composio execute):  {summary(t.own)}")
     print(f"stack  CPU of the whole process per turn (incl. litellm, both fakes): {summary(t.cpu)}")

@@ -254,13 +254,16 @@ async def _main(settings: Settings, *, workspace: str, user: str, stdin: TextIO,
         stdout.flush()
         llm = await asyncio.to_thread(LiteLLM, LLMConfig.from_settings(settings))  # the import takes seconds
         memory = InMemoryThreadMemory()
-        async with _tools(settings, tools, stdout, memory) as chosen:
-            agent = LucyAgent(AgentDeps(
-                llm=llm, toolset=chosen.toolset, executor=chosen.executor, memory=memory,
-                apps=chosen.apps, catalog=chosen.catalog, limits=AgentLimits.from_settings(settings)))
-            stdout.write(HELP + "\n")
-            return await chat_loop(agent, workspace=workspace, user=user, stdin=stdin, stdout=stdout,
-                                   approvals=chosen.approvals)
+        try:
+            async with _tools(settings, tools, stdout, memory) as chosen:
+                agent = LucyAgent(AgentDeps(
+                    llm=llm, toolset=chosen.toolset, executor=chosen.executor, memory=memory,
+                    apps=chosen.apps, catalog=chosen.catalog, limits=AgentLimits.from_settings(settings)))
+                stdout.write(HELP + "\n")
+                return await chat_loop(agent, workspace=workspace, user=user, stdin=stdin, stdout=stdout,
+                                       approvals=chosen.approvals)
+        finally:
+            await llm.aclose()
     finally:
         lucy_logger.setLevel(level)
 

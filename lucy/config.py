@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     llm_fallback_models: str = Field("", alias="LLM_FALLBACK_MODELS")
     llm_max_tokens: int = Field(4096, alias="LLM_MAX_TOKENS", ge=16)
     llm_context_tokens: int | None = Field(None, alias="LLM_CONTEXT_TOKENS", ge=1024)
+    # auto: OpenAI and OpenAI-compatible servers are spoken to directly (lucy/core/openai_wire.py).
+    llm_client: Literal["auto", "litellm"] = Field("auto", alias="LUCY_LLM_CLIENT")
 
     database_url: str | None = Field(None, alias="DATABASE_URL")
     redis_url: str | None = Field(None, alias="REDIS_URL")

@@ -198,6 +198,7 @@ async def _build_slack(deps: Deps) -> tuple[Any, Callable[[], Awaitable[None]]]:
     async def close() -> None:
         await integrations.aclose()
         await guards.aclose()  # closes the rate limiter only if it made it
+        await llm.aclose()
 
     return runtime, close
 

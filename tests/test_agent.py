@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,6 +130,17 @@ class Rig:
     agent: LucyAgent
 
 
+_OPEN: list[LiteLLM] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_llms() -> AsyncIterator[None]:
+    """Each test's adapters close their HTTP sessions when it ends."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
+
+
 def rig(fake: FakeLLM, pool: Any, *, tools: list[ToolDef] | None = None, executor: ScriptedExecutor | None = None,
         model: str = "openai/fake", fallbacks: tuple[str, ...] = (), catalog: StaticCatalog | None = None,
         max_steps: int = 8, tool_timeout: float = 10.0, context_tokens: int | None = None,
@@ -137,6 +148,7 @@ def rig(fake: FakeLLM, pool: Any, *, tools: list[ToolDef] | None = None, executo
     llm = LiteLLM(LLMConfig(model=model, fallbacks=fallbacks, api_base=fake.base_url, api_key="sk-test",
                             max_retries=1, backoff_seconds=0.0, context_tokens=context_tokens, max_tokens=1024,
                             stream=stream))
+    _OPEN.append(llm)
     toolset = StaticToolset([CREATE_ISSUE, LIST_EVENTS] if tools is None else tools)
     executor = executor or ScriptedExecutor()
     memory = ThreadMemory(pool)
@@ -629,6 +641,7 @@ async def test_end_to_end_with_the_real_worker_and_fake_composio(fake_llm: FakeL
         composio.connect("T0OTHER", "github")
         composio.set_result("GITHUB_CREATE_AN_ISSUE", {"number": 42, "html_url": "https://github.com/acme/app/issues/42"})
         llm = LiteLLM(LLMConfig(model="openai/fake", api_base=fake_llm.base_url, api_key="sk-test"))
+        _OPEN.append(llm)
         agent = LucyAgent(AgentDeps(
             llm=llm, toolset=integrations.toolset, executor=integrations.worker, memory=ThreadMemory(pool),
             apps=RegistryApps(integrations.registry), catalog=integrations.toolset, clock=lambda: NOW))

@@ -1,4 +1,8 @@
-"""The LiteLLM adapter, driving the real litellm against the fake OpenAI-compatible server."""
+"""The LLM adapter against the fake OpenAI-compatible server, both ways it can talk to it.
+
+Every behaviour test runs twice: ``direct`` (Lucy's own OpenAI wire client, the default for
+OpenAI-compatible models) and ``litellm`` (``LUCY_LLM_CLIENT=litellm``, the real litellm, which
+also carries every other provider)."""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from lucy.core.llm import LiteLLM, LLMConfig
 from lucy.errors import LLMContextError, LLMError
-from tests.fakes.fake_llm import FakeLLM, call, error, text, tool_calls
+from tests.fakes.fake_llm import FakeLLM, call, cut, error, garbage, text, tool_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = [{"role": "user", "content": "hello"}]
@@ -28,14 +33,27 @@ class Sleeps:
         self.delays.append(seconds)
 
 
-def adapter(fake: FakeLLM, model: str = "openai/fake", *, fallbacks: tuple[str, ...] = (),
-            sleeps: Sleeps | None = None, **kw: object) -> LiteLLM:
-    config = LLMConfig(model=model, fallbacks=fallbacks, api_base=fake.base_url, api_key="sk-test-key",
-                       **kw)  # type: ignore[arg-type]
-    return LiteLLM(config, sleep=sleeps or Sleeps(), jitter=lambda: 1.0)
+Make = Callable[..., LiteLLM]
 
 
-async def test_text_answer_with_usage_and_cost(fake_llm: FakeLLM) -> None:
+@pytest.fixture(params=["auto", "litellm"], ids=["direct", "litellm"])
+async def adapter(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
+    made: list[LiteLLM] = []
+
+    def make(fake: FakeLLM, model: str = "openai/fake", *, fallbacks: tuple[str, ...] = (),
+             sleeps: Sleeps | None = None, **kw: object) -> LiteLLM:
+        config = LLMConfig(model=model, fallbacks=fallbacks, api_base=fake.base_url, api_key="sk-test-key",
+                           client=request.param, **kw)  # type: ignore[arg-type]
+        made.append(LiteLLM(config, sleep=sleeps or Sleeps(), jitter=lambda: 1.0))
+        assert made[-1].direct(model) == (request.param == "auto")
+        return made[-1]
+
+    yield make
+    for llm in made:
+        await llm.aclose()
+
+
+async def test_text_answer_with_usage_and_cost(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(text("Hi there!", usage=(1000, 100)))
     reply = await adapter(fake_llm, "openai/gpt-4o-mini").complete(USER, [])
     assert reply.text == "Hi there!" and reply.tool_calls == ()
@@ -48,14 +66,14 @@ async def test_text_answer_with_usage_and_cost(fake_llm: FakeLLM) -> None:
     assert sent.body["max_tokens"] == 4096 and "tools" not in sent.body
 
 
-async def test_unknown_local_model_costs_nothing_and_uses_a_default_window(fake_llm: FakeLLM) -> None:
+async def test_unknown_local_model_costs_nothing_and_uses_a_default_window(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(text("ok"))
     llm = adapter(fake_llm, "openai/my-local-model")
     reply = await llm.complete(USER, [])
     assert reply.usage.cost_usd == 0.0 and llm.context_tokens == 32_768
 
 
-async def test_tool_calls_come_back_with_raw_arguments(fake_llm: FakeLLM) -> None:
+async def test_tool_calls_come_back_with_raw_arguments(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(tool_calls(call("A", {"q": 1}, id="call_a"), call("B", '{"broken"', id="call_b")))
     tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in "AB"]
     reply = await adapter(fake_llm).complete(USER, tools)
@@ -64,7 +82,7 @@ async def test_tool_calls_come_back_with_raw_arguments(fake_llm: FakeLLM) -> Non
     assert fake_llm.requests[0].tool_names == ["A", "B"] and fake_llm.requests[0].tool_choice == "auto"
 
 
-async def test_429_then_success_retries_once_with_backoff(fake_llm: FakeLLM) -> None:
+async def test_429_then_success_retries_once_with_backoff(fake_llm: FakeLLM, adapter: Make) -> None:
     sleeps = Sleeps()
     fake_llm.script([error(429), text("made it")])
     reply = await adapter(fake_llm, sleeps=sleeps, backoff_seconds=0.5).complete(USER, [])
@@ -73,14 +91,14 @@ async def test_429_then_success_retries_once_with_backoff(fake_llm: FakeLLM) -> 
     assert sleeps.delays == [0.5]
 
 
-async def test_retry_after_header_is_honoured(fake_llm: FakeLLM) -> None:
+async def test_retry_after_header_is_honoured(fake_llm: FakeLLM, adapter: Make) -> None:
     sleeps = Sleeps()
     fake_llm.script([error(429, retry_after=3), error(503), text("ok")])
     await adapter(fake_llm, sleeps=sleeps, backoff_seconds=0.5).complete(USER, [])
     assert sleeps.delays == [3.0, 1.0]  # Retry-After, then exponential backoff (0.5 · 2¹)
 
 
-async def test_a_client_error_is_not_retried(fake_llm: FakeLLM) -> None:
+async def test_a_client_error_is_not_retried(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(error(401, "invalid api key"))
     with pytest.raises(LLMError) as raised:
         await adapter(fake_llm).complete(USER, [])
@@ -88,7 +106,7 @@ async def test_a_client_error_is_not_retried(fake_llm: FakeLLM) -> None:
     assert raised.value.user_message == "My language model isn't answering right now. Please try again in a minute."
 
 
-async def test_primary_down_the_fallback_answers(fake_llm: FakeLLM) -> None:
+async def test_primary_down_the_fallback_answers(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.down("primary", status=500)
     fake_llm.script(text("from the backup"), model="backup")
     llm = adapter(fake_llm, "openai/primary", fallbacks=("openai/backup",), max_retries=2)
@@ -97,7 +115,7 @@ async def test_primary_down_the_fallback_answers(fake_llm: FakeLLM) -> None:
     assert [r.model for r in fake_llm.requests] == ["primary"] * 3 + ["backup"]
 
 
-async def test_every_model_down_raises_one_clear_sentence(fake_llm: FakeLLM) -> None:
+async def test_every_model_down_raises_one_clear_sentence(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.down("primary", 503)
     fake_llm.down("backup", 500)
     llm = adapter(fake_llm, "openai/primary", fallbacks=("openai/backup",), max_retries=1)
@@ -108,7 +126,7 @@ async def test_every_model_down_raises_one_clear_sentence(fake_llm: FakeLLM) -> 
     assert len(fake_llm.requests) == 4
 
 
-async def test_a_slow_model_times_out_and_the_fallback_answers(fake_llm: FakeLLM) -> None:
+async def test_a_slow_model_times_out_and_the_fallback_answers(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script([text("warm-up"), text("too late", delay=30)], model="slow")
     fake_llm.script(text("quick"), model="quick")
     llm = adapter(fake_llm, "openai/slow", fallbacks=("openai/quick",), timeout_seconds=2)
@@ -118,14 +136,14 @@ async def test_a_slow_model_times_out_and_the_fallback_answers(fake_llm: FakeLLM
     assert len(fake_llm.requests_for("slow")) == 2  # the timeout went straight to the next model
 
 
-async def test_context_overflow_is_its_own_error(fake_llm: FakeLLM) -> None:
+async def test_context_overflow_is_its_own_error(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(error(400, "This model's maximum context length is 8192 tokens. However, you sent 9000."))
     with pytest.raises(LLMContextError):
         await adapter(fake_llm, fallbacks=("openai/other",)).complete(USER, [])
     assert len(fake_llm.requests) == 1
 
 
-async def test_streaming_sends_text_deltas_and_rebuilds_the_reply(fake_llm: FakeLLM) -> None:
+async def test_streaming_sends_text_deltas_and_rebuilds_the_reply(fake_llm: FakeLLM, adapter: Make) -> None:
     deltas: list[str] = []
 
     async def on_text(piece: str) -> None:
@@ -139,7 +157,7 @@ async def test_streaming_sends_text_deltas_and_rebuilds_the_reply(fake_llm: Fake
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (50, 9)
 
 
-async def test_streamed_parallel_tool_calls_are_rebuilt_exactly(fake_llm: FakeLLM) -> None:
+async def test_streamed_parallel_tool_calls_are_rebuilt_exactly(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(tool_calls(call("A", {"city": "Oslo", "days": 3}), call("B", {"x": [1, 2]}), chunk_size=3))
     reply = await adapter(fake_llm, "openai/gpt-4o-mini").complete(USER, [], on_text=_ignore)
     assert [(c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [
@@ -148,26 +166,80 @@ async def test_streamed_parallel_tool_calls_are_rebuilt_exactly(fake_llm: FakeLL
     assert reply.usage.cost_usd > 0  # priced even though a rebuilt stream has no response_cost
 
 
-async def test_tool_choice_none_is_sent(fake_llm: FakeLLM) -> None:
+async def test_tool_choice_none_is_sent(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(text("answer"))
     tools = [{"type": "function", "function": {"name": "A", "parameters": {"type": "object"}}}]
     await adapter(fake_llm).complete(USER, tools, tool_choice="none")
     assert fake_llm.requests[0].tool_choice == "none"
 
 
-async def test_missing_tool_call_ids_are_made_up(fake_llm: FakeLLM) -> None:
+async def test_missing_tool_call_ids_are_made_up(fake_llm: FakeLLM, adapter: Make) -> None:
     fake_llm.script(tool_calls(call("A", {}, id=""), call("A", {}, id="")))
     reply = await adapter(fake_llm).complete(USER, [])
     ids = [c.id for c in reply.tool_calls]
     assert all(ids) and len(set(ids)) == 2
 
 
-async def test_fallback_on_another_endpoint_does_not_get_the_local_key(fake_llm: FakeLLM) -> None:
+async def test_fallback_on_another_endpoint_does_not_get_the_local_key(fake_llm: FakeLLM, adapter: Make) -> None:
     llm = adapter(fake_llm, "openai/local", fallbacks=("openai/second", "anthropic/claude-sonnet-4-5"))
     same = llm._kwargs("openai/second", USER, [], "auto")
     other = llm._kwargs("anthropic/claude-sonnet-4-5", USER, [], "auto")
     assert same["api_base"] == fake_llm.base_url and same["api_key"] == "sk-test-key"
     assert "api_base" not in other and "api_key" not in other
+
+
+async def test_a_garbage_answer_is_retried_then_the_fallback_answers(fake_llm: FakeLLM) -> None:
+    # Direct client only: litellm reads a 200 of garbage as an empty reply (the agent then says
+    # it has no answer), which is litellm's behaviour, not something Lucy can see through it.
+    fake_llm.script([garbage(), garbage(b"data: {not json\n\n")], model="flaky")
+    fake_llm.script(text("from the backup"), model="backup")
+    llm = LiteLLM(LLMConfig(model="openai/flaky", fallbacks=("openai/backup",), api_base=fake_llm.base_url,
+                            max_retries=1), sleep=Sleeps())
+    try:
+        reply = await llm.complete(USER, [], on_text=_ignore)
+    finally:
+        await llm.aclose()
+    assert reply.text == "from the backup"
+    assert [r.model for r in fake_llm.requests] == ["flaky", "flaky", "backup"]
+
+
+async def test_a_stream_cut_midway_is_retried_and_the_reply_is_whole(fake_llm: FakeLLM, adapter: Make) -> None:
+    deltas: list[str] = []
+
+    async def on_text(piece: str) -> None:
+        deltas.append(piece)
+
+    fake_llm.script([cut("The first try breaks off", after=3), text("The second try is whole.")])
+    reply = await adapter(fake_llm).complete(USER, [], on_text=on_text)
+    assert reply.text == "The second try is whole." and len(fake_llm.requests) == 2
+    assert "".join(deltas).endswith("The second try is whole.")  # the sink may see a broken beginning first
+
+
+async def test_a_tool_call_bigger_than_a_line_limit_arrives_whole(fake_llm: FakeLLM, adapter: Make) -> None:
+    body = "x" * 200_000  # one SSE event of ~200 KB: past aiohttp's 64 KiB line limit
+    fake_llm.script(tool_calls(call("GMAIL_SEND_EMAIL", {"body": body}), chunk_size=300_000))
+    reply = await adapter(fake_llm).complete(USER, [], on_text=_ignore)
+    assert json.loads(reply.tool_calls[0].arguments) == {"body": body}
+
+
+async def test_openai_compatible_models_go_direct_and_others_through_litellm(fake_llm: FakeLLM) -> None:
+    llm = LiteLLM(LLMConfig(model="openai/local", fallbacks=("gpt-4o-mini", "anthropic/claude-sonnet-4-5"),
+                            api_base=fake_llm.base_url, api_key="sk-local"))
+    try:
+        assert llm.direct("openai/local") and llm.direct("gpt-4o-mini")
+        assert not llm.direct("anthropic/claude-sonnet-4-5")
+        off = LiteLLM(LLMConfig(model="openai/local", api_base=fake_llm.base_url, client="litellm"))
+        assert not off.direct("openai/local")
+    finally:
+        await llm.aclose()
+
+
+def test_openai_itself_gets_max_completion_tokens_and_local_servers_max_tokens() -> None:
+    from lucy.core.openai_wire import OpenAIWire
+
+    # OpenAI's reasoning models refuse max_tokens; vLLM, Ollama and llama.cpp all know it.
+    assert OpenAIWire("https://api.openai.com/v1/", None, timeout_seconds=5).max_tokens_field == "max_completion_tokens"
+    assert OpenAIWire("http://127.0.0.1:11434/v1", None, timeout_seconds=5).max_tokens_field == "max_tokens"
 
 
 def test_importing_lucy_does_not_import_litellm() -> None:

@@ -11,7 +11,11 @@ server through ``LLM_API_BASE``) with:
   attempts inside the OpenAI client. Every attempt here is one HTTP request (``max_retries=0``);
 - fallback to ``LLM_FALLBACK_MODELS`` in order when a model keeps failing;
 - a hard deadline per call (``asyncio.timeout``), streams included;
-- no network at import: litellm is imported lazily, with the bundled (offline) cost map.
+- no network at import: litellm is imported lazily, with the bundled (offline) cost map;
+- OpenAI's wire format spoken directly (:mod:`lucy.core.openai_wire`) for models LiteLLM would
+  send over it — OpenAI and OpenAI-compatible servers — because litellm's streaming costs ~25x
+  the CPU; litellm still resolves those models, knows their context windows and prices them.
+  ``LUCY_LLM_CLIENT=litellm`` sends every model through litellm.
 
 ``LLM_API_BASE``/``LLM_API_KEY`` belong to ``LLM_MODEL``. A fallback model shares them when it
 points at the same endpoint: with an ``LLM_API_BASE``, when it has the same ``provider/``
@@ -23,6 +27,7 @@ provider's usual environment variable (``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import uuid
@@ -36,6 +41,7 @@ from lucy.log import get_logger
 
 if TYPE_CHECKING:
     from lucy.config import Settings
+    from lucy.core.openai_wire import OpenAIWire, WireReply
 
 log = get_logger("lucy.llm")
 
@@ -112,6 +118,7 @@ class LLMConfig:
     max_tokens: int = 4096
     context_tokens: int | None = None  # None: LiteLLM's model info
     stream: bool = True  # stream when the caller passes on_text
+    client: Literal["auto", "litellm"] = "auto"  # auto: OpenAI's wire format directly where it applies
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LLMConfig:
@@ -123,6 +130,7 @@ class LLMConfig:
             timeout_seconds=settings.llm_timeout_seconds,
             max_tokens=settings.llm_max_tokens,
             context_tokens=settings.llm_context_tokens,
+            client=settings.llm_client,
         )
 
     @property
@@ -164,10 +172,26 @@ class LiteLLM:
         self._jitter = jitter
         self._context_tokens = config.context_tokens or min(self._model_context(m) for m in config.models)
         self._price_unknown_models()
+        self._load_tokenizers()
+        # Models spoken to directly: the endpoint, and the model's prices per token (input,
+        # cached input, output) read once from LiteLLM's bundled map.
+        self._wires: dict[str, tuple[OpenAIWire, str]] = {}
+        self._prices: dict[str, tuple[float, float, float]] = {}
+        for model in config.models:
+            self._open_direct(model)
 
     @property
     def config(self) -> LLMConfig:
         return self._config
+
+    def direct(self, model: str) -> bool:
+        """Whether ``model`` is spoken to over OpenAI's wire format directly (not through litellm)."""
+        return model in self._wires
+
+    async def aclose(self) -> None:
+        """Close the direct endpoints' HTTP sessions."""
+        for wire, _ in self._wires.values():
+            await wire.aclose()
 
     @property
     def context_tokens(self) -> int:
@@ -200,11 +224,13 @@ class LiteLLM:
     ) -> LLMReply:
         import openai
 
+        from lucy.core.openai_wire import WireError
+
         attempt = 0
         while True:
             try:
                 return await self._once(model, messages, tools, tool_choice, on_text)
-            except (openai.APIError, TimeoutError) as exc:
+            except (openai.APIError, WireError, TimeoutError) as exc:
                 kind = self._classify(exc)
                 if kind == "context":
                     raise LLMContextError(f"{model}: {exc}") from exc
@@ -220,8 +246,15 @@ class LiteLLM:
         self, model: str, messages: Sequence[JSON], tools: Sequence[ToolDef], tool_choice: ToolChoice,
         on_text: TextSink | None,
     ) -> LLMReply:
-        kwargs = self._kwargs(model, messages, tools, tool_choice)
         stream = on_text is not None and self._config.stream
+        direct = self._wires.get(model)
+        if direct is not None:
+            async with asyncio.timeout(self._config.timeout_seconds):
+                wire, name = direct
+                reply = await wire.complete(self._body(name, wire, messages, tools, tool_choice),
+                                            on_text if stream else None)
+            return self._direct_reply(model, reply, messages, streamed=stream)
+        kwargs = self._kwargs(model, messages, tools, tool_choice)
         # A hard deadline for the whole call: litellm's timeout bounds each read, not a stream.
         async with asyncio.timeout(self._config.timeout_seconds):
             if stream:
@@ -246,6 +279,59 @@ class LiteLLM:
             raise self._lm.APIConnectionError(
                 message="the stream ended without a response", llm_provider="", model=kwargs["model"])
         return response
+
+    def _body(self, name: str, wire: OpenAIWire, messages: Sequence[JSON], tools: Sequence[ToolDef],
+              tool_choice: ToolChoice) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": name, "messages": list(messages),
+                                wire.max_tokens_field: self._config.max_tokens}
+        if tools:
+            body["tools"] = list(tools)
+            body["tool_choice"] = tool_choice
+        return body
+
+    def _open_direct(self, model: str) -> None:
+        """Speak to ``model`` directly when LiteLLM would use its OpenAI provider for it."""
+        from lucy.core.openai_wire import OPENAI_API_BASE, OpenAIWire
+
+        cfg = self._config
+        if cfg.client != "auto":
+            return
+        try:
+            name, provider, _, _ = self._lm.get_llm_provider(model)
+        except self._lm.BadRequestError:  # LiteLLMUnknownProvider
+            return
+        if provider != "openai":
+            return
+        shares = self._shares_endpoint(model)
+        # LiteLLM's order: the call's api_base, then OPENAI_BASE_URL / OPENAI_API_BASE, then OpenAI.
+        base = (cfg.api_base if shares else None) or os.environ.get("OPENAI_BASE_URL") \
+            or os.environ.get("OPENAI_API_BASE") or OPENAI_API_BASE
+        key = (cfg.api_key if shares else None) or os.environ.get("OPENAI_API_KEY")
+        self._wires[model] = (OpenAIWire(base, key, timeout_seconds=cfg.timeout_seconds), str(name))
+        try:
+            info = self._lm.get_model_info(model)
+        except Exception:  # litellm raises ModelNotMappedError or a bare Exception for unknown models
+            info = {}
+        price_in = float(info.get("input_cost_per_token") or 0.0)
+        price_cached = float(info.get("cache_read_input_token_cost") or price_in)
+        self._prices[model] = (price_in, price_cached, float(info.get("output_cost_per_token") or 0.0))
+
+    def _direct_reply(self, model: str, reply: WireReply, messages: Sequence[JSON], *, streamed: bool) -> LLMReply:
+        prompt, completion = reply.prompt_tokens, reply.completion_tokens
+        if not reply.usage_reported:
+            # A server that reports no usage (some local ones): about four characters a token.
+            prompt = len(json.dumps(list(messages), default=str)) // 4
+            completion = (len(reply.text) + sum(len(c.arguments) for c in reply.tool_calls)) // 4
+        price_in, price_cached, price_out = self._prices.get(model, (0.0, 0.0, 0.0))
+        cached = min(reply.cached_tokens, prompt)
+        cost = (prompt - cached) * price_in + cached * price_cached + completion * price_out
+        return LLMReply(
+            text=reply.text,
+            tool_calls=_unique_ids([(c.id, c.name, c.arguments) for c in reply.tool_calls]),
+            usage=Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, model=model),
+            finish_reason=reply.finish_reason,
+            streamed=streamed,
+        )
 
     def _kwargs(self, model: str, messages: Sequence[JSON], tools: Sequence[ToolDef],
                 tool_choice: ToolChoice) -> dict[str, Any]:
@@ -285,6 +371,12 @@ class LiteLLM:
             return model.split("/", 1)[0]
 
     def _classify(self, exc: BaseException) -> Literal["context", "retry", "next"]:
+        from lucy.core.openai_wire import WireError
+
+        if isinstance(exc, WireError):
+            if exc.context_overflow:
+                return "context"
+            return "retry" if exc.status is None or exc.status in _RETRYABLE_STATUS else "next"
         lm = self._lm
         if isinstance(exc, lm.ContextWindowExceededError):
             return "context"
@@ -308,19 +400,12 @@ class LiteLLM:
     def _reply(self, model: str, response: Any, *, streamed: bool) -> LLMReply:
         choice = response.choices[0]
         message = choice.message
-        seen: set[str] = set()
-        calls: list[LLMToolCall] = []
-        for tc in message.tool_calls or []:
-            call_id = tc.id or ""
-            if not call_id or call_id in seen:
-                # Some servers (Ollama, older vLLM) send no ids or repeat them; every call needs its own.
-                call_id = f"call_{uuid.uuid4().hex[:20]}"
-            seen.add(call_id)
-            calls.append(LLMToolCall(id=call_id, name=tc.function.name or "", arguments=tc.function.arguments or ""))
+        calls = _unique_ids([(tc.id or "", tc.function.name or "", tc.function.arguments or "")
+                             for tc in message.tool_calls or []])
         usage = getattr(response, "usage", None)
         return LLMReply(
             text=message.content or "",
-            tool_calls=tuple(calls),
+            tool_calls=calls,
             usage=Usage(
                 prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                 completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
@@ -370,6 +455,19 @@ class LiteLLM:
         finally:
             quiet.setLevel(level)
 
+    def _load_tokenizers(self) -> None:
+        """Load the tokenizer LiteLLM prices each model's replies with, now rather than mid-turn.
+
+        LiteLLM counts tokens when it prices a reply, and builds the tiktoken encoding (o200k for
+        OpenAI's models, ~0.8 s of CPU) the first time, inside the event loop: every ack and turn
+        of the process waited for it once. The constructor runs in a thread at start-up.
+        """
+        for model in self._config.models:
+            try:
+                self._lm.token_counter(model=model, messages=[{"role": "user", "content": "warm-up"}])
+            except Exception as exc:  # a tokenizer that cannot load here fails later the same way, logged there
+                log.debug("could not preload the tokenizer", model=model, error=str(exc))
+
     def _model_context(self, model: str) -> int:
         try:
             info = self._lm.get_model_info(model)
@@ -417,7 +515,21 @@ def _assembled(chunks: Sequence[Any]) -> Any | None:
                            usage=final.usage, _hidden_params={"response_cost": hidden.get("response_cost") or 0.0})
 
 
+def _unique_ids(calls: Sequence[tuple[str, str, str]]) -> tuple[LLMToolCall, ...]:
+    """Tool calls with an id each: some servers (Ollama, older vLLM) send none, or repeat them."""
+    seen: set[str] = set()
+    out: list[LLMToolCall] = []
+    for sent_id, name, arguments in calls:
+        call_id = sent_id if sent_id and sent_id not in seen else f"call_{uuid.uuid4().hex[:20]}"
+        seen.add(call_id)
+        out.append(LLMToolCall(id=call_id, name=name, arguments=arguments))
+    return tuple(out)
+
+
 def _retry_after(exc: BaseException) -> float | None:
+    own = getattr(exc, "retry_after", None)
+    if isinstance(own, int | float):
+        return max(0.0, float(own))
     headers = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         response = getattr(exc, "response", None)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -58,6 +59,7 @@ BOT_SCOPES = [
     "channels:history", "groups:history", "reactions:write", "users:read",
 ]
 RATE_LIMIT_RETRIES = 6  # 429s are waited out (Retry-After), not dropped
+CLIENT_TIMEOUT = 30  # seconds per Web API call
 PRUNE_EVERY = 3600.0
 DRAIN_SECONDS = 30.0
 
@@ -67,10 +69,15 @@ def api_url(settings: Settings) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def make_client(settings: Settings, token: str | None = None) -> AsyncWebClient:
-    """A Web API client on ``SLACK_API_URL`` that waits out rate limits and retries lost connections."""
+def make_client(settings: Settings, token: str | None = None,
+                session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """A Web API client on ``SLACK_API_URL`` that waits out rate limits and retries lost connections.
+
+    Without ``session`` slack_sdk opens a new HTTP session, and so a new TCP (and TLS) connection,
+    for every call; :meth:`SlackRuntime.start` gives the app one shared session instead.
+    """
     return AsyncWebClient(
-        token=token, base_url=api_url(settings), timeout=30,
+        token=token, base_url=api_url(settings), timeout=CLIENT_TIMEOUT, session=session,
         retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2),
                         AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)],
     )
@@ -93,6 +100,7 @@ class SlackRuntime:
     app_token: str | None = None
     _socket: Any = None
     _pruner: asyncio.Task[None] | None = field(default=None, repr=False)
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
     # Approvals' periodic work (expiry, orphaned approvals, audit retention); runs next to the pruner.
     sweeper: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
@@ -101,6 +109,12 @@ class SlackRuntime:
         return self.app_token is not None
 
     async def start(self) -> None:
+        # One keep-alive session for every Web API call of this process: Bolt's per-request
+        # clients copy ``app.client.session``, and a connection per call cost ~1 ms of CPU each
+        # (4-6 calls a turn) plus a TLS handshake with slack.com. Its timeout is the per-call
+        # bound: slack_sdk applies ``timeout`` only to sessions it opens itself.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT))
+        self.app.client.session = self._session
         if self.app_token is not None:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -134,6 +148,10 @@ class SlackRuntime:
             log.info("finishing answers in progress", count=running, grace_seconds=drain_seconds)
         unfinished = await self.tasks.drain(drain_seconds)
         await self.conversations.gate.close()
+        if self._session is not None:
+            self.app.client.session = None
+            await self._session.close()
+            self._session = None
         if unfinished:
             log.warning("cancelled unfinished answers at shutdown; their threads were told", count=len(unfinished))
 
@@ -210,7 +228,7 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
         if store is None:
             return app.client, team or enterprise
         bot = await store.async_find_bot(enterprise_id=enterprise, team_id=team)
-        return (make_client(settings, bot.bot_token), team or enterprise) if bot else None
+        return (make_client(settings, bot.bot_token, app.client.session), team or enterprise) if bot else None
 
     approvals = None if guards is None else ApprovalFlow(
         guards, conversations=conversations, agent=agent, client_for=client_for, tasks=tasks, pool=deps.pool,

@@ -28,7 +28,8 @@ Replies (all take ``delay=`` seconds before answering and ``usage=(prompt, compl
     ``text(content)``; ``tool_call(name, arguments)``; ``tool_calls(call(...), call(...))`` —
     ``arguments`` is a dict, or a raw string to send malformed JSON; ``error(status, message,
     retry_after=None)``. ``text`` and tool replies also take ``finish_reason=`` and
-    ``chunk_size=`` (characters per streamed fragment).
+    ``chunk_size=`` (characters per streamed fragment). ``garbage(body)`` answers 200 with a body
+    that is not the protocol; ``cut(content, after=n)`` streams n chunks and ends without ``[DONE]``.
 
 Whether a reply is streamed is decided by the request (``"stream": true``), as with OpenAI;
 usage is sent as the final chunk when ``stream_options.include_usage`` is set.
@@ -51,8 +52,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-__all__ = ["FakeLLM", "RecordedRequest", "Reply", "ScriptedCall", "call", "error", "fake_llm", "text",
-           "tool_call", "tool_calls"]
+__all__ = ["FakeLLM", "RecordedRequest", "Reply", "ScriptedCall", "call", "cut", "error", "fake_llm", "garbage",
+           "text", "tool_call", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,18 @@ class Reply:
     usage: tuple[int, int] | None = None
     finish_reason: str | None = None
     chunk_size: int = 5
+    raw: bytes | None = None  # sent as the whole 200 body (a stream or not), e.g. garbage
+    cut_after: int | None = None  # a stream that stops after this many chunks, with no [DONE]
+
+
+def garbage(body: bytes = b"<html>502 Bad Gateway</html>") -> Reply:
+    """A 200 whose body is not what the protocol promises."""
+    return Reply(raw=body)
+
+
+def cut(content: str, after: int = 2) -> Reply:
+    """A streamed text answer whose connection ends after ``after`` chunks (a non-streamed one is whole)."""
+    return Reply(text=content, cut_after=after, chunk_size=3)
 
 
 def text(content: str, *, delay: float = 0.0, usage: tuple[int, int] | None = None,
@@ -232,6 +245,9 @@ class FakeLLM:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
             return _error_response(reply.status, reply.message, reply.headers)
+        if reply.raw is not None:
+            kind = "text/event-stream" if recorded.stream else "application/json"
+            return web.Response(body=reply.raw, headers={"Content-Type": kind})
         completion_id = f"chatcmpl-fake{next(self._ids)}"
         calls = [(c, c.id or f"call_fake{next(self._ids)}") for c in reply.calls]
         usage = _usage(reply, recorded)
@@ -256,7 +272,10 @@ class FakeLLM:
                       calls: list[tuple[ScriptedCall, str]], usage: dict[str, int]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        for chunk in _chunks(recorded, reply, completion_id, calls, usage):
+        for n, chunk in enumerate(_chunks(recorded, reply, completion_id, calls, usage)):
+            if reply.cut_after is not None and n >= reply.cut_after:
+                await response.write_eof()
+                return response
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
