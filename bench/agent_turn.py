@@ -193,7 +193,9 @@ class TimedComposio:
 # --- database ----------------------------------------------------------------------------------------
 
 
-async def make_database(admin_dsn: str) -> tuple[str, Any]:
+async def make_database(admin_dsn: str) -> tuple[str, Any, Any]:
+    """A throwaway database; its pools as ``lucy serve`` opens them: durable, and records
+    (thread messages and audit rows, which commit without waiting for the WAL flush)."""
     import asyncpg
 
     from lucy.db.migrate import migrate_dsn
@@ -207,7 +209,8 @@ async def make_database(admin_dsn: str) -> tuple[str, Any]:
         await conn.close()
     dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
     await migrate_dsn(dsn)
-    return name, await create_pool(dsn, min_size=2, max_size=20)
+    return (name, await create_pool(dsn, min_size=2, max_size=20),
+            await create_pool(dsn, min_size=2, max_size=10, synchronous_commit=False))
 
 
 async def drop_database(admin_dsn: str, name: str) -> None:
@@ -291,11 +294,11 @@ async def memory_per_turn(agent: LucyAgent, llm: InstantLLM, concurrency: int, s
     return held / concurrency / 1024
 
 
-async def bench_loop(pool: Any, turns: int, concurrency: int) -> None:
+async def bench_loop(records: Any, turns: int, concurrency: int) -> None:
     tools = load_tool_definitions()
     llm = InstantLLM(tools[0]["function"]["name"])
     agent = LucyAgent(AgentDeps(llm=llm, toolset=InstantToolset(tools), executor=InstantExecutor(),
-                                memory=ThreadMemory(pool), apps=FiveApps(), limits=AgentLimits()))
+                                memory=ThreadMemory(records), apps=FiveApps(), limits=AgentLimits()))
     await time_turns(agent, 30, None, 0)  # warm-up: connections, code paths
     t = await time_turns(agent, turns, None, 1000)
     print(f"loop   Lucy's own time per turn ({turns} turns, 2 steps, {len(tools)} tools): {summary(t.wall)}")
@@ -304,7 +307,7 @@ async def bench_loop(pool: Any, turns: int, concurrency: int) -> None:
     print(f"loop   memory per concurrent turn ({concurrency} in flight): {kib:,.0f} KiB")
 
 
-async def bench_stack(pool: Any, turns: int) -> None:
+async def bench_stack(pool: Any, records: Any, turns: int) -> None:
     from lucy.cache import memory_cache
     from lucy.config import Settings
     from lucy.core.llm import LiteLLM, LLMConfig
@@ -329,12 +332,13 @@ async def bench_stack(pool: Any, turns: int) -> None:
                             COMPOSIO_BASE_URL=composio.base_url)
         client = TimedComposio(ComposioClient(api_key=composio.api_key, base_url=composio.base_url), waits)
         cache = memory_cache(f"bench-{uuid.uuid4().hex[:6]}")
-        integrations = build_integrations(settings, pool, cache, client=client, selector=ToolSelector())
+        integrations = build_integrations(settings, pool, cache, client=client, selector=ToolSelector(),
+                                          audit_pool=records)
         llm = LiteLLM(LLMConfig(model="openai/gpt-4o-mini", api_base=fake_llm.base_url, api_key="sk-bench",
                                 client="litellm" if os.environ.get("LUCY_LLM_CLIENT") == "litellm" else "auto"))
         agent = LucyAgent(AgentDeps(
             llm=TimedLLM(llm, waits), toolset=integrations.toolset, executor=integrations.worker,
-            memory=ThreadMemory(pool), apps=_RegistryApps(integrations.registry), catalog=integrations.toolset))
+            memory=ThreadMemory(records), apps=_RegistryApps(integrations.registry), catalog=integrations.toolset))
         try:
             await time_turns(agent, 30, waits, 20000)  # warm-up: schema caches, selector indexes, clients
             t = await time_turns(agent, turns, waits, 21000)
@@ -370,13 +374,14 @@ async def main() -> None:
     from lucy.log import configure
 
     configure("warning", "console")
-    name, pool = await make_database(args.database_url)
+    name, pool, records = await make_database(args.database_url)
     try:
-        await seed_threads(ThreadMemory(pool))
-        await bench_loop(pool, args.turns, args.concurrency)
+        await seed_threads(ThreadMemory(records))
+        await bench_loop(records, args.turns, args.concurrency)
         if not args.skip_stack:
-            await bench_stack(pool, args.turns)
+            await bench_stack(pool, records, args.turns)
     finally:
+        await records.close()
         await pool.close()
         await drop_database(args.database_url, name)
 

@@ -23,4 +23,6 @@ class Deps:
     inflight: InFlight = field(default_factory=InFlight)  # every turn task, drained on SIGTERM
     # A few connections only the ack path uses (event claims), so an ack never queues behind turns.
     ack_pool: Any = None
+    # Connections for records: thread messages and audit rows (lucy.db.pool, synchronous_commit).
+    records_pool: Any = None
     limiter: RateLimiter | None = None  # rate limits per person and workspace (shared through Redis)

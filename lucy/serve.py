@@ -88,11 +88,18 @@ async def _serve_on(settings: Settings, dsn: str, stop: asyncio.Event, sdks: asy
         log.info("migrations applied", count=len(applied))
     pool = await create_pool(dsn, max_size=settings.db_pool_size)
     ack_pool: Any = None
+    records_pool: Any = None
     cache = make_cache(settings.redis_url, settings.redis_prefix)
     limiter = RateLimiter.from_settings(settings)
     try:
-        ack_pool = await create_pool(dsn, min_size=2, max_size=ACK_POOL_SIZE)
-        deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter, ack_pool=ack_pool)
+        # Event claims, thread messages and audit rows commit without waiting for the WAL flush
+        # (see create_pool); a PostgreSQL crash can lose the last fraction of a second of them.
+        # A lost claim matters only if Slack redelivered an event it already got a 200 for.
+        ack_pool = await create_pool(dsn, min_size=2, max_size=ACK_POOL_SIZE, synchronous_commit=False)
+        records_pool = await create_pool(dsn, min_size=2, max_size=max(2, settings.db_pool_size // 2),
+                                         synchronous_commit=False)
+        deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter, ack_pool=ack_pool,
+                    records_pool=records_pool)
         deps.metrics.turns_in_flight.set_function(lambda: len(deps.inflight))
         deps.metrics.cache_degraded.set_function(lambda: 1.0 if cache.degraded else 0.0)
         if sdks is not None:
@@ -102,8 +109,9 @@ async def _serve_on(settings: Settings, dsn: str, stop: asyncio.Event, sdks: asy
         # Last, after every answer in progress has finished or been cut short.
         await limiter.close()
         await cache.close()
-        if ack_pool is not None:
-            await ack_pool.close()
+        for extra in (ack_pool, records_pool):
+            if extra is not None:
+                await extra.close()
         await pool.close()
         log.info("stopped")
 
@@ -179,9 +187,11 @@ async def _build_slack(deps: Deps) -> tuple[Any, Callable[[], Awaitable[None]]]:
     client = await asyncio.to_thread(client_from_settings, settings)
     llm = await asyncio.to_thread(LiteLLM, LLMConfig.from_settings(settings))
     # metrics: tool executions by status and the connected-apps cache hit ratio on /metrics.
-    integrations = build_integrations(settings, deps.pool, deps.cache, client=client, metrics=deps.metrics)
+    records = deps.records_pool or deps.pool
+    integrations = build_integrations(settings, deps.pool, deps.cache, client=client, metrics=deps.metrics,
+                                      audit_pool=records)
     await integrations.connections.refresh_known_toolkits()  # for /lucy-connect's loose matching
-    memory = ThreadMemory(deps.pool)
+    memory = ThreadMemory(records)
     # Approval policy, injection containment and the tool rate limit in front of the worker; the
     # turn rate limit is deps.limiter's too (lucy.slack.conversation), so both share one budget store.
     guards = install_guards(settings, deps.pool, integrations, history=history_of(memory.load), limiter=deps.limiter)

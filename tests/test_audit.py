@@ -40,6 +40,24 @@ async def test_arguments_are_stored_with_secrets_redacted_and_long_values_cut(po
         "T1", "U1", "executed", "auto", 12.5)
 
 
+async def test_a_row_from_the_records_pool_is_visible_at_once_and_decisions_stay_durable(
+        pool: Any, db_dsn: str) -> None:
+    from lucy.db.pool import create_pool
+
+    # serve writes audit rows and thread messages on a pool that does not wait for the WAL flush;
+    # `lucy audit` (another connection) must see the row the moment the write returns.
+    records = await create_pool(db_dsn, min_size=1, max_size=2, synchronous_commit=False)
+    try:
+        assert await records.fetchval("SHOW synchronous_commit") == "off"
+        row_id = await audit.record(records, workspace="T1", tool="GMAIL_SEND_EMAIL", status="executed",
+                                    arguments={"to": "ada@example.com"})
+        rows = await audit.query(pool, workspace="T1", since=timedelta(minutes=5))
+        assert [r.id for r in rows] == [row_id]
+    finally:
+        await records.close()
+    assert await pool.fetchval("SHOW synchronous_commit") == "on"  # approvals, policy, installs
+
+
 async def test_query_is_per_workspace_and_window(pool: Any) -> None:
     recent = await audit.record(pool, workspace="T1", tool="GITHUB_STAR_A_REPOSITORY", status="executed")
     old = await audit.record(pool, workspace="T1", tool="GITHUB_DELETE_A_REPOSITORY", status="executed")

@@ -13,6 +13,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lucy.core.types import ToolDef
@@ -24,6 +25,7 @@ log = get_logger("lucy.integrations.toolset")
 
 MAX_TOOLS = 128  # OpenAI rejects more (array_above_max_length)
 SEARCH_LIMIT = 8
+MAPS_CACHED = 256  # sets of loaded toolkits whose lookups are kept
 
 
 class SelectionLike(Protocol):
@@ -92,6 +94,13 @@ def lexical_rank(query: str, tools: Iterable[SanitizedTool], limit: int) -> list
     return [tool for _, _, tool in sorted(scored, key=lambda s: (s[0], s[1]))[:limit]]
 
 
+@dataclass(frozen=True)
+class _Maps:
+    definitions: dict[str, ToolDef]  # slug → what the model is sent
+    changed: dict[str, ToolDef]  # slug → definitions sanitising changed (see _changed)
+    slug_of: dict[str, str]  # sent name → slug
+
+
 class WorkspaceToolset:
     """Implements :class:`lucy.core.types.Toolset` and :class:`lucy.core.types.ToolCatalog`.
 
@@ -123,6 +132,7 @@ class WorkspaceToolset:
         self._max_tools = min(max_tools, MAX_TOOLS)
         self._search_limit = search_limit
         self._changed_cache: dict[tuple[str, float], dict[str, ToolDef]] = {}
+        self._maps_cache: dict[tuple[tuple[str, float], ...], _Maps] = {}
         # Selection runs in worker threads (it is CPU work); the selector's indexes are shared, so
         # building them and reading them never overlap.
         self._selector_lock = threading.Lock()
@@ -196,6 +206,21 @@ class WorkspaceToolset:
             self._changed_cache[key] = found
         return found
 
+    def _maps(self, loaded: list[ToolkitTools]) -> _Maps:
+        """Lookups over one set of loaded toolkits, built once: ~1,000 tools per turn otherwise."""
+        key = tuple((tk.toolkit, tk.loaded_at) for tk in loaded)
+        found = self._maps_cache.get(key)
+        if found is None:
+            found = _Maps(
+                definitions={t.slug: t.definition for tk in loaded for t in tk.tools},
+                changed={slug: d for tk in loaded for slug, d in self._changed(tk).items()},
+                slug_of={t.name: t.slug for tk in loaded for t in tk.tools},
+            )
+            if len(self._maps_cache) >= MAPS_CACHED:
+                self._maps_cache.clear()  # reloaded toolkits leave stale keys behind; start over
+            self._maps_cache[key] = found
+        return found
+
     async def tools_for_turn(
         self, workspace: str, request: str, history_text: str = "", *, pinned: Sequence[str] = ()
     ) -> list[ToolDef]:
@@ -205,14 +230,12 @@ class WorkspaceToolset:
         if self._selector is None:
             tools = [t.definition for t in capped(loaded, self._max_tools - len(meta))]
         else:
-            definitions = {t.slug: t.definition for tk in loaded for t in tk.tools}
-            changed = {slug: d for tk in loaded for slug, d in self._changed(tk).items()}
-            slug_of = {t.name: t.slug for tk in loaded for t in tk.tools}
+            maps = self._maps(loaded)
             selection = await asyncio.to_thread(
                 self._select, request, [tk.toolkit for tk in loaded], history=history_text,
-                pinned=[slug_of.get(name, name) for name in pinned], definitions=changed, meta=meta,
+                pinned=[maps.slug_of.get(name, name) for name in pinned], definitions=maps.changed, meta=meta,
             )
-            tools = [definitions[s] for s in selection.selected if s in definitions]
+            tools = [maps.definitions[s] for s in selection.selected if s in maps.definitions]
         chosen = [*tools[: self._max_tools - len(meta)], *meta]
         log.debug("tools_for_turn", workspace=workspace, tools=len(chosen), toolkits=[tk.toolkit for tk in loaded])
         return chosen

@@ -476,11 +476,13 @@ def build_integrations(
     selector: Selector | None = None,
     policy: CallPolicy | None = None,
     metrics: Metrics | None = None,
+    audit_pool: Any = None,
 ) -> Integrations:
     """Wire client → registry → schemas → connections → toolset → worker from settings.
 
     ``client`` defaults to :func:`~lucy.integrations.composio_client.client_from_settings`
-    (which imports the SDK: build at start-up, or in ``asyncio.to_thread``).
+    (which imports the SDK: build at start-up, or in ``asyncio.to_thread``). ``audit_pool``
+    (default ``pool``) takes the audit rows: ``serve`` passes its records pool.
     """
     from lucy.integrations.composio_client import client_from_settings
     from lucy.integrations.connections import ComposioConnections
@@ -497,7 +499,7 @@ def build_integrations(
 
         selector = selector_from_settings(settings)  # every turn gets the best few tools, not 128
     toolset = WorkspaceToolset(registry, schemas, selector=selector, connectable=connections.known_toolkits)
-    audit = AuditLog(pool)
+    audit = AuditLog(audit_pool or pool)
     worker = IntegrationWorker(
         client, registry, schemas, connections, audit, policy=policy, timeout=settings.tool_timeout_seconds,
         output_max_chars=settings.tool_output_max_chars, metrics=metrics,
