@@ -118,7 +118,8 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     for name in ("aiohttp.access", "httpx", "httpcore", "LiteLLM", "litellm", "composio", "asyncio"):
         logging.getLogger(name).setLevel("DEBUG" if level == "debug" else "WARNING")
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Level first: a debug line below the level costs a lookup, not the redaction pipeline.
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

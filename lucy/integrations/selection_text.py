@@ -465,12 +465,30 @@ def tool_action(slug_words: list[str]) -> str | None:
     return None
 
 
+_STEMMED_TOOL_VERBS: dict[str, str] = {stem(verb): action for verb, action in _TOOL_VERBS.items()}
+
+
+def _phrasal_action(intent_words: list[str], i: int) -> str | None:
+    """The action of a particle phrase the verb at ``i`` starts ("check … off" updates, "take …
+    off" removes), from the lexicon's meaning of the phrase; None when it starts none."""
+    first = stem(intent_words[i])
+    for j in range(i + 1, min(len(intent_words), i + 2 + _MAX_GAP)):
+        meaning = LEXICON.get((first, intent_words[j])) if intent_words[j] in PARTICLES else None
+        if meaning:
+            for term, _ in meaning:
+                action = _STEMMED_TOOL_VERBS.get(term)
+                if action is not None:
+                    return action
+    return None
+
+
 def request_action(intent_words: list[str]) -> str | None:
-    """The action class a request asks for, from its first action word (imperative or question)."""
-    for w in intent_words:
+    """The action class a request asks for, from its first action word (imperative or question),
+    read with its particle when the two make a phrase of their own."""
+    for i, w in enumerate(intent_words):
         action = _REQUEST_VERBS.get(w)
         if action is not None:
-            return action
+            return _phrasal_action(intent_words, i) or action
     return None
 
 
