@@ -55,6 +55,10 @@ WHERE: dict[str, str] = {
     "LUCY_MAX_STEPS": "Use the most LLM steps in one turn, 1 to 50; the default is 8.",
     "LUCY_TOOL_TIMEOUT_SECONDS": "Use the seconds one tool call may take; the default is 60.",
     "LUCY_LLM_TIMEOUT_SECONDS": "Use the seconds one model call may take; the default is 60.",
+    "LUCY_LLM_CLIENT": (
+        "Use auto (OpenAI-compatible models called directly, others through litellm) or litellm (every model "
+        "through litellm)."
+    ),
     "LUCY_COMPOSIO_TIMEOUT_SECONDS": "Use the seconds one Composio read may take; the default is 20.",
     "LUCY_APPROVAL_TTL_MINUTES": "Use the minutes an approval request stays open before it expires; the default is 15.",
     "LUCY_AUDIT_RETENTION_DAYS": "Use the days to keep audit log rows (0 keeps them forever); the default is 90.",

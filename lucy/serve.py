@@ -95,7 +95,8 @@ async def _serve_on(settings: Settings, dsn: str, stop: asyncio.Event, sdks: asy
         # Event claims, thread messages and audit rows commit without waiting for the WAL flush
         # (see create_pool); a PostgreSQL crash can lose the last fraction of a second of them.
         # A lost claim matters only if Slack redelivered an event it already got a 200 for.
-        ack_pool = await create_pool(dsn, min_size=2, max_size=ACK_POOL_SIZE, synchronous_commit=False)
+        ack_pool = await create_pool(dsn, min_size=2, max_size=ACK_POOL_SIZE, synchronous_commit=False,
+                                     reset_on_release=False)
         records_pool = await create_pool(dsn, min_size=2, max_size=max(2, settings.db_pool_size // 2),
                                          synchronous_commit=False)
         deps = Deps(settings=settings, pool=pool, cache=cache, metrics=Metrics(), limiter=limiter, ack_pool=ack_pool,
