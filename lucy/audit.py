@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     DB = asyncpg.Pool[Any] | asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 
 AuditStatus = Literal[
-    "executed", "failed", "denied", "expired", "needs_connection", "invalid", "timeout", "rate_limited"
+    "executed", "failed", "denied", "expired", "needs_connection", "needs_approval", "invalid", "timeout",
+    "rate_limited",
 ]
 AuditDecision = Literal["auto", "approved", "denied", "expired"]
 

@@ -168,6 +168,17 @@ async def test_an_app_refusal_is_passed_to_the_model(stack: Any, fake_composio: 
     assert result.content == {"error": "GITHUB_CREATE_AN_ISSUE failed: Repository acme/web not found"}
 
 
+async def test_an_app_error_quoting_a_secret_is_redacted_in_the_audit_log(
+    stack: Any, fake_composio: FakeComposio, pool: Any
+) -> None:
+    fake_composio.connect("T1", "github")
+    fake_composio.set_result("GITHUB_CREATE_AN_ISSUE", {}, successful=False,
+                             error="401 for Authorization: Bearer ghp_abcdefghijklmnopqrstuvwxyz0123456789")
+    await stack.worker.execute(TURN, ToolCall("c", "GITHUB_CREATE_AN_ISSUE", ISSUE))
+    [row] = await audit_rows(pool)
+    assert row["status"] == "failed" and row["error"] and "ghp_abcdefghijklmnopqrstuvwxyz" not in row["error"]
+
+
 async def test_a_revoked_account_asks_to_reconnect(stack: Any, fake_composio: FakeComposio) -> None:
     ca = fake_composio.connect("T1", "github")
     await stack.registry.active("T1")  # cached as connected

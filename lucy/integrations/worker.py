@@ -22,9 +22,9 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from lucy.audit import redact_arguments
+from lucy import audit
 from lucy.core.types import (
     CONNECT_APP,
     JSON,
@@ -131,12 +131,12 @@ class AuditLog:
 
     async def record(self, entry: AuditEntry) -> None:
         try:
-            await self._pool.execute(
-                "INSERT INTO audit_log (workspace_id, slack_user, tool, arguments, status, decision, decided_by, "
-                "error, duration_ms, turn_id, approval_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                entry.workspace, entry.slack_user, entry.tool, redact_arguments(entry.arguments), entry.status,
-                entry.decision, entry.decided_by, entry.error, entry.duration_ms, entry.turn_id or None,
-                entry.approval_id,
+            await audit.record(
+                self._pool, workspace=entry.workspace, user=entry.slack_user, tool=entry.tool,
+                arguments=entry.arguments, status=cast("audit.AuditStatus", entry.status),
+                decision=cast("audit.AuditDecision | None", entry.decision), decided_by=entry.decided_by,
+                error=entry.error, duration_ms=entry.duration_ms, turn_id=entry.turn_id,
+                approval_id=entry.approval_id,
             )
         except database_errors() as exc:
             log.error("audit_write_failed", workspace=entry.workspace, tool=entry.tool, status=entry.status,
