@@ -10,21 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
-from lucy.config import Settings
 from lucy.errors import LLMError
 from tests.fakes.fake_composio import FakeComposio
 from tests.fakes.fake_llm import FakeLLM, RecordedRequest, Reply, error, text, tool_call
-from tests.fakes.fake_slack import FakeSlack, SlackSender
-from tests.fakes.slack_ports import SIGNING_SECRET
-from tests.test_slack_e2e import Lucy, free_port, thread
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.lucy_server import Lucy, free_port, thread
+from tests.fakes.lucy_server import start_lucy as serve_lucy
 
 CHANNEL = "C0GENERAL"
 WS = "T0001"
@@ -37,40 +34,11 @@ Start = Callable[..., Awaitable[Lucy]]
 async def start_lucy(db_dsn: str, fake_slack: FakeSlack, fake_composio: FakeComposio,
                      fake_llm: FakeLLM) -> AsyncIterator[Start]:
     """``await start_lucy(**env)``: ``lucy serve`` in this process, on the fakes, with extra settings."""
-    from lucy.serve import serve
-
     started: list[Lucy] = []
 
     async def start(**env: Any) -> Lucy:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        values: dict[str, Any] = {
-            "DATABASE_URL": db_dsn, "PORT": port, "LUCY_PUBLIC_URL": base, "REDIS_URL": None,
-            "SLACK_BOT_TOKEN": fake_slack.bot_token, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": fake_slack.api_url, "SLACK_APP_TOKEN": None, "SLACK_CLIENT_ID": None,
-            "SLACK_CLIENT_SECRET": None, "COMPOSIO_API_KEY": fake_composio.api_key,
-            "COMPOSIO_BASE_URL": fake_composio.base_url, "LLM_MODEL": "openai/fake",
-            "LLM_API_BASE": fake_llm.base_url, "LLM_API_KEY": "sk-test", "LLM_CONTEXT_TOKENS": 128000,
-            "LUCY_EMBEDDING_MODEL": "off", "LUCY_SHUTDOWN_GRACE_SECONDS": 30, **env,
-        }
-        settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-        stop = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(serve(settings, stop))
-        deadline = time.monotonic() + 120
-        async with aiohttp.ClientSession() as session:
-            while True:
-                if task.done():
-                    task.result()
-                try:
-                    async with session.get(f"{base}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "lucy serve never became ready"
-                await asyncio.sleep(0.1)
-        lucy = Lucy(fake_slack, fake_composio, fake_llm,
-                    SlackSender(f"{base}/slack/events", SIGNING_SECRET, fake_slack), base, stop, task)
+        lucy = await serve_lucy(db_dsn, fake_slack, fake_composio, fake_llm,
+                                LUCY_SHUTDOWN_GRACE_SECONDS=30, **env)
         started.append(lucy)
         return lucy
 

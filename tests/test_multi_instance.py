@@ -32,8 +32,8 @@ import pytest
 from tests.fakes.fake_composio import FakeComposio
 from tests.fakes.fake_llm import FakeLLM, RecordedRequest, Reply, text, tool_call
 from tests.fakes.fake_slack import Delivery, FakeSlack, SlackSender
+from tests.fakes.lucy_server import free_port, thread
 from tests.fakes.slack_ports import SIGNING_SECRET
-from tests.test_slack_e2e import free_port, thread
 
 CHANNEL = "C0GENERAL"
 WS = "T0001"

@@ -13,8 +13,8 @@ from lucy.slack.conversation import RESTART_SENTENCE
 from tests.fakes.fake_composio import FakeComposio
 from tests.fakes.fake_llm import FakeLLM, RecordedRequest, Reply, text
 from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.lucy_server import thread
 from tests.test_multi_instance import LucyProcess, start_instances
-from tests.test_slack_e2e import thread
 
 CHANNEL = "C0GENERAL"
 GRACE = "6"

@@ -4,94 +4,30 @@ slack_sdk, the agent loop on litellm, the integrations layer on the Composio SDK
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
 
-from lucy.config import Settings
 from tests.fakes.fake_composio import FakeComposio
 from tests.fakes.fake_llm import FakeLLM, call, text, tool_call, tool_calls
-from tests.fakes.fake_slack import FakeSlack, SlackSender
-from tests.fakes.slack_ports import SIGNING_SECRET
+from tests.fakes.fake_slack import FakeSlack
+from tests.fakes.lucy_server import Lucy, start_lucy, thread
 
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
 WS = "T0001"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Lucy:
-    slack: FakeSlack
-    composio: FakeComposio
-    llm: FakeLLM
-    sender: SlackSender
-    base: str
-    stop: asyncio.Event
-    task: asyncio.Task[None]
-
-    async def shutdown(self) -> None:
-        """Stop serving; answers in progress are finished first (so assertions after this are final)."""
-        if not self.task.done():
-            self.stop.set()
-            await asyncio.wait_for(self.task, 60)
-
-    async def get(self, path: str, **params: str) -> tuple[int, str]:
-        async with aiohttp.ClientSession() as s, s.get(self.base + path, params=params) as resp:
-            return resp.status, await resp.text()
-
-
 @pytest.fixture
 async def lucy(db_dsn: str, fake_slack: FakeSlack, fake_composio: FakeComposio,
                fake_llm: FakeLLM) -> AsyncIterator[Lucy]:
-    from lucy.serve import serve
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, DATABASE_URL=db_dsn, PORT=port, LUCY_PUBLIC_URL=base, REDIS_URL=None,
-        SLACK_BOT_TOKEN=fake_slack.bot_token, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=fake_slack.api_url,
-        SLACK_APP_TOKEN=None, SLACK_CLIENT_ID=None, SLACK_CLIENT_SECRET=None,
-        COMPOSIO_API_KEY=fake_composio.api_key, COMPOSIO_BASE_URL=fake_composio.base_url,
-        LLM_MODEL="openai/fake", LLM_API_BASE=fake_llm.base_url, LLM_API_KEY="sk-test",
-        LLM_CONTEXT_TOKENS=128000,
-    )
-    stop = asyncio.Event()
-    task = asyncio.get_running_loop().create_task(serve(settings, stop))
-    deadline = time.monotonic() + 120
-    async with aiohttp.ClientSession() as session:
-        while True:
-            if task.done():
-                task.result()  # raises what made serve stop
-            try:
-                async with session.get(f"{base}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < deadline, "lucy serve never answered /healthz"
-            await asyncio.sleep(0.1)
-    server = Lucy(fake_slack, fake_composio, fake_llm, SlackSender(f"{base}/slack/events", SIGNING_SECRET, fake_slack),
-                  base, stop, task)
+    server = await start_lucy(db_dsn, fake_slack, fake_composio, fake_llm)
     try:
         yield server
     finally:
         await server.shutdown()
-
-
-def thread(slack: FakeSlack, channel: str, ts: str) -> list[str]:
-    """Lucy's finished messages in a thread (a stream still being written does not count yet)."""
-    return [m.text for m in slack.bot_messages_in(channel, ts) if not m.streaming]
 
 
 async def test_mention_dm_and_follow_up_are_answered_in_their_threads(lucy: Lucy) -> None:
