@@ -12,7 +12,10 @@ Phase 2 opens ``--concurrent`` turns at once (the LLM holds every answer until a
 prints the peak number of turns in flight (Lucy's own ``lucy_turns_in_flight``) and Lucy's peak
 memory (VmHWM).
 
-Run: .venv/bin/python bench/load.py [--rate 100] [--seconds 10] [--concurrent 1000]
+``--instances 2`` runs two ``lucy serve`` processes on the same database and Redis (one per core;
+a Python process uses one) and sends the events round-robin, as a load balancer would.
+
+Run: .venv/bin/python bench/load.py [--rate 100] [--seconds 10] [--concurrent 1000] [--instances 1]
      [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--redis-url redis://127.0.0.1:6379/0]
 """
 
@@ -157,7 +160,7 @@ def lucy_env(urls: dict[str, str], dsn: str, port: int, args: argparse.Namespace
     })
     env.update({key: value for key, value in (kv.split("=", 1) for kv in args.env)})
     if args.redis_url:
-        env.update({"REDIS_URL": args.redis_url, "LUCY_REDIS_PREFIX": f"lucybench-{uuid.uuid4().hex[:6]}"})
+        env.update({"REDIS_URL": args.redis_url, "LUCY_REDIS_PREFIX": args.redis_prefix})
     return env
 
 
@@ -187,15 +190,19 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> flo
     raise SystemExit("lucy serve never became ready")
 
 
-async def server_ack_quantiles(session: aiohttp.ClientSession, base: str) -> str:
-    """Lucy's own view (lucy_slack_ack_seconds): the bucket bounds under which 50 % and 99 % fall."""
-    async with session.get(f"{base}/metrics") as resp:
-        lines = (await resp.text()).splitlines()
-    buckets = []
-    for line in lines:
-        if line.startswith("lucy_slack_ack_seconds_bucket"):
-            bound = line.split('le="')[1].split('"')[0]
-            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1])))
+async def server_ack_quantiles(session: aiohttp.ClientSession, bases: list[str]) -> str:
+    """Lucy's own view (lucy_slack_ack_seconds, summed over the instances): the bucket bounds under
+    which 50 % and 99 % fall."""
+    counts: dict[float, float] = {}
+    for base in bases:
+        async with session.get(f"{base}/metrics") as resp:
+            lines = (await resp.text()).splitlines()
+        for line in lines:
+            if line.startswith("lucy_slack_ack_seconds_bucket"):
+                bound = line.split('le="')[1].split('"')[0]
+                key = float("inf") if bound == "+Inf" else float(bound)
+                counts[key] = counts.get(key, 0.0) + float(line.split()[-1])
+    buckets = sorted(counts.items())
     total = buckets[-1][1] if buckets else 0.0
     if not total:
         return "n/a"
@@ -204,20 +211,24 @@ async def server_ack_quantiles(session: aiohttp.ClientSession, base: str) -> str
     return f"p50 ≤ {p50 * 1000:g} ms, p99 ≤ {p99 * 1000:g} ms (inside Lucy, from handler start)"
 
 
-async def in_flight(session: aiohttp.ClientSession, base: str) -> int:
-    async with session.get(f"{base}/metrics") as resp:
-        for line in (await resp.text()).splitlines():
-            if line.startswith("lucy_turns_in_flight "):
-                return int(float(line.split()[1]))
-    return 0
+async def in_flight(session: aiohttp.ClientSession, bases: list[str]) -> int:
+    total = 0
+    for base in bases:
+        async with session.get(f"{base}/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                if line.startswith("lucy_turns_in_flight "):
+                    total += int(float(line.split()[1]))
+    return total
 
 
 # --- sending -----------------------------------------------------------------------------------
 
 
 class Sender:
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
-        self.url = url
+    """Signed app_mention deliveries, round-robin over the instances (a load balancer's way)."""
+
+    def __init__(self, urls: list[str], session: aiohttp.ClientSession) -> None:
+        self.urls = urls
         self.session = session
         self.slack = FakeSlack()  # only builds events and timestamps; never started
         self.acks: list[float] = []
@@ -233,9 +244,10 @@ class Sender:
 
     async def send(self, body: str) -> None:
         headers = signed_headers(SIGNING_SECRET, body)
+        url = self.urls[self._n % len(self.urls)]
         start = time.perf_counter()
         try:
-            async with self.session.post(self.url, data=body.encode(), headers=headers) as resp:
+            async with self.session.post(url, data=body.encode(), headers=headers) as resp:
                 await resp.read()
                 status = resp.status
         except aiohttp.ClientError:
@@ -273,58 +285,76 @@ async def wait_answered(shared: Shared, target: int, limit: float) -> float:
 
 
 async def bench(args: argparse.Namespace, urls: dict[str, str], shared: Shared, dsn: str) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = Path(tempfile.mkdtemp(prefix="lucy-load-")) / "lucy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lucy", "serve"], env=lucy_env(urls, dsn, port, args),
-                                cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
+    ports = [free_port() for _ in range(args.instances)]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    logs = [Path(tempfile.mkdtemp(prefix="lucy-load-")) / "lucy.log" for _ in ports]
+    procs: list[subprocess.Popen[bytes]] = []
+    for port, log in zip(ports, logs, strict=True):
+        with log.open("wb") as out:
+            procs.append(subprocess.Popen([sys.executable, "-m", "lucy", "serve"], env=lucy_env(urls, dsn, port, args),
+                                          cwd=log.parent, stdout=out, stderr=subprocess.STDOUT))
     try:
-        ready = await wait_ready(base, proc, log)
-        print(f"lucy serve (pid {proc.pid}) ready (/readyz 200) after {ready:.1f} s; log: {log}", flush=True)
+        for base, proc, log in zip(bases, procs, logs, strict=True):
+            ready = await wait_ready(base, proc, log)
+            print(f"lucy serve (pid {proc.pid}) ready (/readyz 200) after {ready:.1f} s; log: {log}", flush=True)
+        pids = [proc.pid for proc in procs]
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         async with aiohttp.ClientSession(connector=connector) as session:
-            sender = Sender(f"{base}/slack/events", session)
-            # Warm-up: the first turn pays for lazy imports and connections; not counted.
-            await sender.send(sender.envelope())
-            await wait_answered(shared, 1, MAX_WAIT)
+            sender = Sender([f"{base}/slack/events" for base in bases], session)
+            # Warm-up: the first turn of each instance pays for lazy imports and connections; not counted.
+            for n, _ in enumerate(bases, start=1):
+                await sender.send(sender.envelope())
+                await wait_answered(shared, n, MAX_WAIT)
             sender.acks.clear()
-            await phase_rate(args, shared, proc.pid, sender)
-            print(f"  ack, Lucy's view   {await server_ack_quantiles(session, base)}")
+            await phase_rate(args, shared, pids, sender)
+            print(f"  ack, Lucy's view   {await server_ack_quantiles(session, bases)}")
             if args.concurrent:
-                await phase_concurrent(args, shared, proc.pid, sender, session, base)
+                await phase_concurrent(args, shared, pids, sender, session, bases)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
-async def phase_rate(args: argparse.Namespace, shared: Shared, pid: int, sender: Sender) -> None:
+def lucy_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def lucy_memory(pids: list[int]) -> str:
+    rss = sum(memory_mb(pid, "VmRSS") for pid in pids)
+    peak = max(memory_mb(pid, "VmHWM") for pid in pids)
+    return f"{rss:7.0f} MB RSS now" + (f" (all {len(pids)} instances)" if len(pids) > 1 else "") + \
+        f", {peak:.0f} MB peak" + (" (largest instance)" if len(pids) > 1 else "")
+
+
+async def phase_rate(args: argparse.Namespace, shared: Shared, pids: list[int], sender: Sender) -> None:
     count = int(args.rate * args.seconds)
     shared.llm_delay.value = args.llm_delay
-    before_answered, cpu0 = shared.answered.value, cpu_seconds(pid)
+    before_answered, cpu0 = shared.answered.value, lucy_cpu(pids)
     fakes0, gen0 = cpu_seconds(shared.fakes_pid.value), time.process_time()
     start = time.perf_counter()
     sent_in = await sender.at_rate(args.rate, count)
     end = await wait_answered(shared, before_answered + count, MAX_WAIT)
     answered = shared.answered.value - before_answered
-    cpu = cpu_seconds(pid) - cpu0
-    print(f"\nphase 1: {count} events at {args.rate:g}/s (sent in {sent_in:.1f} s), LLM answering after "
-          f"{args.llm_delay:g} s")
+    cpu = lucy_cpu(pids) - cpu0
+    print(f"\nphase 1: {count} events at {args.rate:g}/s into {len(pids)} instance(s) (sent in {sent_in:.1f} s), "
+          f"LLM answering after {args.llm_delay:g} s")
     print(f"  ack latency        p50 {statistics.median(sender.acks):7.1f} ms   p99 {pct(sender.acks, 0.99):7.1f} ms"
           f"   max {max(sender.acks):7.1f} ms   non-200: {len(sender.failed)}")
     print(f"  answered           {answered}/{count} ({'all' if answered == count else 'MISSING SOME'})")
     print(f"  answered turns/s   {answered / (end - start):7.1f}   (first event to last answer)")
-    print(f"  CPU per turn       {cpu / max(1, answered) * 1000:7.1f} ms   (lucy process, user+sys)")
+    print(f"  CPU per turn       {cpu / max(1, answered) * 1000:7.1f} ms   (lucy processes, user+sys)")
     print(f"  CPU in the phase   lucy {cpu:.1f} s, fakes {cpu_seconds(shared.fakes_pid.value) - fakes0:.1f} s, "
           f"load generator {time.process_time() - gen0:.1f} s over {end - start:.1f} s on {os.cpu_count()} cores")
-    print(f"  memory             {memory_mb(pid, 'VmRSS'):7.0f} MB RSS now, {memory_mb(pid, 'VmHWM'):.0f} MB peak")
+    print(f"  memory             {lucy_memory(pids)}")
 
 
-async def phase_concurrent(args: argparse.Namespace, shared: Shared, pid: int, sender: Sender,
-                           session: aiohttp.ClientSession, base: str) -> None:
+async def phase_concurrent(args: argparse.Namespace, shared: Shared, pids: list[int], sender: Sender,
+                           session: aiohttp.ClientSession, bases: list[str]) -> None:
     count = args.concurrent
     sender.acks.clear()
     sender.failed.clear()
@@ -335,7 +365,7 @@ async def phase_concurrent(args: argparse.Namespace, shared: Shared, pid: int, s
     async def sample() -> None:
         nonlocal peak
         while True:
-            peak = max(peak, await in_flight(session, base))
+            peak = max(peak, await in_flight(session, bases))
             await asyncio.sleep(0.1)
 
     sampler = asyncio.get_running_loop().create_task(sample())
@@ -346,7 +376,7 @@ async def phase_concurrent(args: argparse.Namespace, shared: Shared, pid: int, s
         await asyncio.sleep(0.05)
     all_open = time.perf_counter() - sent
     await asyncio.sleep(0.5)
-    held_rss = memory_mb(pid, "VmRSS")
+    held = lucy_memory(pids)
     end = await wait_answered(shared, before_answered + count, MAX_WAIT)
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -358,7 +388,7 @@ async def phase_concurrent(args: argparse.Namespace, shared: Shared, pid: int, s
           f"   non-200: {len(sender.failed)}")
     print(f"  turns in flight    peak {peak}; all {shared.llm_requests.value - before_asked} waiting on the model "
           f"{all_open:.1f} s after the last was sent (the turn limit grows while the CPU is idle)")
-    print(f"  memory             {held_rss:7.0f} MB RSS with them all open, {memory_mb(pid, 'VmHWM'):.0f} MB peak")
+    print(f"  memory             {held}, with them all open")
     print(f"  answered           {answered}/{count}, {end - sent:.1f} s after the last was sent")
 
 
@@ -387,8 +417,14 @@ def main() -> None:
                         help="an extra setting for lucy serve, e.g. LUCY_DB_POOL_SIZE=40 (repeatable)")
     parser.add_argument("--database-url", default=os.environ.get(
         "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
-    parser.add_argument("--redis-url", default=None, help="share cache and rate limits through this Redis")
+    parser.add_argument("--redis-url", default=None, help="share cache and rate limits through this Redis "
+                        "(default with --instances > 1: redis://127.0.0.1:6379/0)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="lucy serve processes on one database (and Redis), events sent round-robin")
     args = parser.parse_args()
+    args.redis_prefix = f"lucybench-{uuid.uuid4().hex[:6]}"
+    if args.instances > 1 and not args.redis_url:
+        args.redis_url = "redis://127.0.0.1:6379/0"  # instances share caches and rate limits there
     if args.rate * args.seconds > 20_000 or args.concurrent > 5_000:
         raise SystemExit("bounded on purpose: at most 20,000 events in phase 1 and 5,000 open turns")
 
