@@ -9,6 +9,10 @@ while both are low,
 so acks stay fast and an overload becomes a queue (first come, first served) whose turns
 are all answered, later, instead of a slowdown for everyone. ``max_running`` also bounds
 memory.
+
+Admissions are also paced (one per ``pace`` seconds at most): turns that end together (their
+model answers arrived in one burst) would otherwise let as many new turns start in one pass of
+the event loop, a few milliseconds of CPU each, and every ack behind them would wait for all.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ TICK = 0.02  # seconds between lag measurements
 MAX_LAG = 0.015  # smoothed lag above which the limit shrinks
 MAX_BUSY = 0.7  # share of one core the process may use before the limit shrinks (the rest keeps acks fast)
 START_LIMIT = 16.0
+PACE = 0.002  # seconds between two turn starts at the most (500 a second: a smoothing, not a limit)
 
 
 class TurnGate:
@@ -30,7 +35,7 @@ class TurnGate:
     up and the limit is what holds turns back, and shrinks while the loop lags or the CPU is busy."""
 
     def __init__(self, *, max_running: int = 1000, max_lag: float = MAX_LAG, max_busy: float = MAX_BUSY,
-                 tick: float = TICK, cpu_clock: Callable[[], float] = time.process_time) -> None:
+                 tick: float = TICK, cpu_clock: Callable[[], float] = time.process_time, pace: float = PACE) -> None:
         self.max_running = max_running
         self._max_lag = max_lag
         self._max_busy = max_busy
@@ -42,6 +47,9 @@ class TurnGate:
         self.lag = 0.0  # smoothed, seconds
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._monitor: asyncio.Task[None] | None = None
+        self._pace = pace
+        self._next_start = 0.0  # loop time before which no further turn starts
+        self._paced: asyncio.TimerHandle | None = None
 
     @property
     def waiting(self) -> int:
@@ -54,10 +62,12 @@ class TurnGate:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a place for one running turn (waiting first, in order, when the limit is reached)."""
-        if self._waiters or self._room() <= 0:
+        if self._waiters or self._room() <= 0 or not self._may_start():
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self._ensure_monitor()
+            if self._room() > 0:
+                self._release_later()  # held back by the pace alone
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -67,20 +77,41 @@ class TurnGate:
                     self._waiters.remove(waiter)
                 raise
         else:
-            self.running += 1
+            self._started()
         try:
             yield
         finally:
             self.running -= 1
             self._release()
 
+    def _may_start(self) -> bool:
+        return self._pace <= 0 or asyncio.get_running_loop().time() >= self._next_start
+
+    def _started(self) -> None:
+        self.running += 1
+        if self._pace > 0:
+            self._next_start = asyncio.get_running_loop().time() + self._pace
+
     def _release(self) -> None:
         while self._waiters and self._room() > 0:
+            if not self._may_start():
+                self._release_later()
+                return
             waiter = self._waiters.popleft()
             if waiter.done():
                 continue
-            self.running += 1
+            self._started()
             waiter.set_result(None)
+
+    def _release_later(self) -> None:
+        if self._paced is None or self._paced.cancelled():
+            loop = asyncio.get_running_loop()
+
+            def again() -> None:
+                self._paced = None
+                self._release()
+
+            self._paced = loop.call_at(self._next_start, again)
 
     def _ensure_monitor(self) -> None:
         if self._monitor is None or self._monitor.done():
@@ -91,6 +122,9 @@ class TurnGate:
         self._ensure_monitor()
 
     async def close(self) -> None:
+        if self._paced is not None:
+            self._paced.cancel()
+            self._paced = None
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
