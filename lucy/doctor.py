@@ -181,16 +181,19 @@ async def check_llm(settings: Settings) -> Check:
     if not settings.llm_api_key and not settings.llm_api_base:
         return Check("llm", False, f"LLM_API_KEY is not set for {settings.llm_model}",
                      describe("LLM_API_KEY", "is not set"))
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    from dataclasses import replace
 
+    from lucy.core.llm import LiteLLM, LLMConfig
+
+    # The adapter serve uses (the direct OpenAI client where it applies), on the primary model alone.
+    config = replace(LLMConfig.from_settings(settings), fallbacks=(), max_retries=0, timeout_seconds=TIMEOUT,
+                     max_tokens=16)
+    llm = await asyncio.to_thread(LiteLLM, config)
     try:
-        await litellm.acompletion(
-            model=settings.llm_model, messages=[{"role": "user", "content": "Say ok."}], max_tokens=5,
-            api_base=settings.llm_api_base, api_key=settings.llm_api_key or "none", timeout=TIMEOUT,
-            max_retries=0,
-        )
-    except Exception as exc:  # litellm raises many provider-specific types; all mean "not working"
-        return Check("llm", False, f"{settings.llm_model} did not answer ({type(exc).__name__}: {str(exc)[:160]})",
+        await llm.complete([{"role": "user", "content": "Say ok."}], [])
+    except Exception as exc:  # LLMError or LLMContextError, or a provider-specific failure; all mean "not working"
+        return Check("llm", False, f"{settings.llm_model} did not answer ({str(exc)[:200]})",
                      "check LLM_MODEL, LLM_API_KEY and LLM_API_BASE")
+    finally:
+        await llm.aclose()
     return Check("llm", True, f"{settings.llm_model} answered")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lucy.config import Settings
+from tests.fakes.fake_llm import FakeLLM, text
 from tests.test_config import CLEAN_ENV
 
 
@@ -48,3 +50,17 @@ def test_malformed_setting_is_one_failure_with_the_fix(tmp_path: Path) -> None:
     result = doctor({"REDIS_URL": "memcached://x"}, tmp_path)
     assert result.returncode == 1
     assert "REDIS_URL must start with redis://" in result.stdout
+
+
+async def test_the_llm_check_asks_the_configured_model_once(fake_llm: FakeLLM) -> None:
+    from lucy.doctor import check_llm
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, LLM_MODEL="openai/fake", LLM_API_BASE=fake_llm.base_url, LLM_API_KEY="sk-test",
+        LLM_FALLBACK_MODELS="openai/backup")
+    fake_llm.script(text("ok"))
+    assert (await check_llm(settings)).ok
+    fake_llm.down("fake", 401)
+    failed = await check_llm(settings)
+    assert not failed.ok and "did not answer" in failed.detail and "LLM_API_KEY" in failed.fix
+    assert [r.model for r in fake_llm.requests] == ["fake", "fake"]  # no retries, no fallback: one question each
