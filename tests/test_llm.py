@@ -234,6 +234,25 @@ async def test_openai_compatible_models_go_direct_and_others_through_litellm(fak
         await llm.aclose()
 
 
+async def test_a_fallback_on_openai_gets_openais_key_not_the_local_one(
+        fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with FakeLLM() as openai_side:
+        monkeypatch.setenv("OPENAI_BASE_URL", openai_side.base_url)  # stands in for api.openai.com
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-key")
+        fake_llm.down("local", 503)
+        openai_side.script(text("from OpenAI"))
+        llm = LiteLLM(LLMConfig(model="openai/local", fallbacks=("gpt-4o-mini",), api_base=fake_llm.base_url,
+                                api_key="sk-local-key", max_retries=0), sleep=Sleeps())
+        try:
+            reply = await llm.complete(USER, [])
+        finally:
+            await llm.aclose()
+        assert reply.text == "from OpenAI" and llm.direct("gpt-4o-mini")
+        [sent] = openai_side.requests
+        assert sent.headers["Authorization"] == "Bearer sk-openai-key" and sent.model == "gpt-4o-mini"
+        assert all(r.headers["Authorization"] == "Bearer sk-local-key" for r in fake_llm.requests)
+
+
 def test_openai_itself_gets_max_completion_tokens_and_local_servers_max_tokens() -> None:
     from lucy.core.openai_wire import OpenAIWire
 
