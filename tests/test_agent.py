@@ -663,3 +663,17 @@ async def test_end_to_end_with_the_real_worker_and_fake_composio(fake_llm: FakeL
         assert "issues/42" in fake_llm.requests[1].tool_results()["c_gh"]
         rows = await pool.fetch("SELECT workspace_id, tool, status FROM audit_log")
         assert [tuple(r) for r in rows] == [(WS, "GITHUB_CREATE_AN_ISSUE", "executed")]
+
+
+async def test_continuing_after_a_connection_keeps_the_request_once(fake_llm: FakeLLM, pool: Any) -> None:
+    r = rig(fake_llm, pool)
+    fake_llm.script([text("To do that I need access to GitHub."), text("Created issue #7.")])
+    await r.agent.run_turn(turn("file a bug about login"), r.progress)
+    outcome = await r.agent.continue_turn(turn("file a bug about login"), "GitHub is connected.", r.progress)
+
+    assert isinstance(outcome, Answer) and outcome.text == "Created issue #7."
+    users = [m["content"] for m in await stored(pool) if m["role"] == "user"]
+    assert sum("file a bug about login" in c for c in users) == 1
+    assert "GitHub is connected." in users[-1]
+    sent = fake_llm.requests[-1].messages
+    assert sum("file a bug about login" in str(m.get("content")) for m in sent) == 1

@@ -103,6 +103,7 @@ async def test_connect_then_callback_resumes_the_waiting_request(pool: Any, fake
     texts = [m.text for m in fake_slack.bot_messages_in(CHANNEL, msg.ts)]
     assert texts == ["To do that I need access to GitHub.", "GitHub is connected.", "Created issue #7."]
     assert [t.text for t in agent.turns] == ["file a bug about login", "file a bug about login"]
+    assert agent.notes == ["GitHub is connected."]  # the second went on with the request (continue_turn)
     assert connections.confirmed == [(fake_slack.team_id, ca), (fake_slack.team_id, ca)]
 
 

@@ -142,6 +142,11 @@ async def test_connect_then_callback_completes_the_waiting_request(lucy: Lucy) -
     assert texts[0].startswith("To do that I need access to GitHub")
     assert texts[1:] == ["GitHub is connected.", "Created issue #7 in acme/web."]
     assert [(e.user_id, e.slug) for e in composio.executes] == [(WS, "GITHUB_CREATE_AN_ISSUE")]
+    # The request went on, it was not asked again: the person's message is in the model's view once,
+    # followed by Lucy's note that the app is connected.
+    last = [m for m in llm.requests[-1].messages if m["role"] == "user"]
+    assert sum("create a github issue" in str(m["content"]) for m in last) == 1
+    assert "GitHub is connected." in str(last[-1]["content"])
 
 
 async def test_a_forged_callback_confirms_nothing(lucy: Lucy) -> None:

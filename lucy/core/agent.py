@@ -192,6 +192,29 @@ class LucyAgent:
         state = TurnState(messages=[user_message(turn.text, turn.user, turn.user_name)], tools=[])
         return await self._guarded(turn, state, lambda t: self._start(t, progress, state))
 
+    async def continue_turn(self, turn: Turn, note: str, progress: ProgressSink) -> Outcome:
+        """Go on with a request that stopped for a connection, now that the app is connected.
+
+        The request and Lucy's "connect it" answer are already in the thread; the note comes in as
+        a message from Lucy (and is kept), and the loop starts again with a fresh step budget.
+        """
+        message = {"role": "user", "content": f"[Note from Lucy, not from the person] {note}\n"
+                   "Continue the person's request above."}
+        state = TurnState(messages=[message], tools=[], saved=0)
+
+        async def body(t: Turn) -> Outcome:
+            d = self._d
+            try:
+                history, connected = await asyncio.gather(
+                    d.memory.load(t.workspace, t.channel, t.thread_ts), self._connected(t.workspace))
+            except LucyError as exc:
+                log.error("could not continue the turn", error=str(exc))
+                return Failure(exc.user_message, detail=str(exc))
+            state.tools = await self._tools(t, recent_text(history), used_tools(history))
+            return await self._loop(t, progress, state, _Prompt(self._system(t, connected), history))
+
+        return await self._guarded(turn, state, body)
+
     async def resume_turn(self, turn: Turn, state_json: JSON, results: Sequence[ToolResult],
                           progress: ProgressSink) -> Outcome:
         """Continue a turn that stopped for approval, once the approved/denied calls have results.

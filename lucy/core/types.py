@@ -174,6 +174,11 @@ class Agent(Protocol):
 
     async def run_turn(self, turn: Turn, progress: ProgressSink) -> Outcome: ...
 
+    async def continue_turn(self, turn: Turn, note: str, progress: ProgressSink) -> Outcome:
+        """Go on with ``turn``, whose message is already in the thread, after ``note`` from Lucy
+        (e.g. "GitHub is now connected"); the message is not stored a second time."""
+        ...
+
 
 @dataclass(frozen=True)
 class ToolkitConnection:

@@ -271,7 +271,9 @@ class Conversations:
                 return
         if waiting.turn is not None:
             turn = dataclasses.replace(waiting.turn, turn_id=new_turn_id())
-            await self.answer(client, turn, team_id)
+            # The request is in the thread already: go on with it rather than asking it again.
+            await self.answer(client, turn, team_id,
+                              run=lambda t, progress: self._agent.continue_turn(t, notice, progress))
 
     def _count(self, kind: str, outcome: str) -> None:
         self._deps.metrics.events.labels(kind=kind, outcome=outcome).inc()

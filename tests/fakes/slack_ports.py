@@ -63,13 +63,21 @@ class ScriptedAgent:
         self.memory = memory
         self.default = default if default is not None else Answer(text="OK.")
         self.turns: list[Turn] = []
+        self.notes: list[str] = []  # what continue_turn was told
 
     async def run_turn(self, turn: Turn, progress: ProgressSink) -> Outcome:
-        self.turns.append(turn)
-        step = self.steps.pop(0) if self.steps else Step(outcome=self.default)
         if self.memory is not None:
             await self.memory.append(turn.workspace, turn.channel, turn.thread_ts,
                                      [{"role": "user", "content": turn.text}], slack_user=turn.user)
+        return await self._play(turn, progress)
+
+    async def continue_turn(self, turn: Turn, note: str, progress: ProgressSink) -> Outcome:
+        self.notes.append(note)
+        return await self._play(turn, progress)
+
+    async def _play(self, turn: Turn, progress: ProgressSink) -> Outcome:
+        self.turns.append(turn)
+        step = self.steps.pop(0) if self.steps else Step(outcome=self.default)
         if step.delay:
             await asyncio.sleep(step.delay)
         for call, result in step.tools:
