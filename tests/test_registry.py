@@ -252,6 +252,20 @@ async def test_disconnect_deletes_at_composio_and_marks_inactive(
     assert await connections.list_connections("T1") == [ToolkitConnection("notion", "inactive", ca)]
 
 
+async def test_an_uninstalled_workspace_is_not_served_from_the_cache(
+    client: ComposioClient, pool: Any, cache: Cache, fake_composio: FakeComposio
+) -> None:
+    ca = fake_composio.connect("T1", "notion")
+    registry = registry_for(client, pool, cache)
+    connections = ComposioConnections(client, registry, public_url=PUBLIC)
+    assert await registry.active_toolkits("T1") == {"notion"}  # cached now
+    fake_composio.disconnect(ca)  # the workspace's accounts went away with the uninstall
+
+    await connections.forget_workspace("T1")
+
+    assert await registry.active_toolkits("T1") == frozenset()
+
+
 async def test_app_names_are_matched_loosely(client: ComposioClient, pool: Any) -> None:
     connections = ComposioConnections(client, registry_for(client, pool, memory_cache()), public_url=None)
     known = await connections.refresh_known_toolkits()

@@ -197,6 +197,11 @@ class ComposioConnections:
         accounts = await self._client.list_connected_accounts(workspace, statuses=(), account_ids=[account_id])
         return next((a for a in accounts if a.id == account_id), None)
 
+    async def forget_workspace(self, workspace: str) -> None:
+        """After an uninstall: drop the cached list of the workspace's apps (its rows are deleted
+        with the rest of the workspace), so a reinstall starts from what Composio says."""
+        await self._registry.invalidate(workspace)
+
     async def disconnect(self, workspace: str, toolkit: str) -> bool:
         """Delete the workspace's accounts on ``toolkit`` at Composio; False if there were none."""
         slug = match_toolkit(toolkit, self._toolkits) or toolkit.lower()
