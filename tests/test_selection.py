@@ -207,6 +207,18 @@ def test_adding_a_toolkit_twice_changes_nothing(catalog: dict[str, list[dict[str
     assert s.rank("add a row to the bugs database", ["notion"]) == first
 
 
+def test_a_toolkit_connected_after_a_turn_is_ranked_in_the_next(catalog: dict[str, list[dict[str, Any]]]) -> None:
+    s = ToolSelector()
+    s.add_toolkit("notion", catalog["notion"])
+    assert s.rank("list open PRs on acme/web", ["notion", "github"], limit=5)[0].startswith("NOTION_")
+    s.add_toolkit("github", catalog["github"])
+
+    ranked = s.rank("list open PRs on acme/web", ["notion", "github"], limit=5)
+    assert "GITHUB_LIST_PULL_REQUESTS" in ranked
+    # The toolkit indexed first still ranks on its own.
+    assert s.rank("add a row to the bugs database", ["notion"], limit=3)[0].startswith("NOTION_")
+
+
 def test_the_recent_thread_helps_a_short_follow_up(selector: ToolSelector) -> None:
     history = "user: list the open pull requests on acme/web\nlucy: there are 4 open pull requests"
     ranked = selector.rank("same for acme/api", ["github", "notion"], history=history, limit=5)

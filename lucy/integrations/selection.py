@@ -135,7 +135,8 @@ _PAYLOAD_WEIGHT = 0.2  # of a word inside quotes or after "…:", relative to a 
 _ENTITY_WEIGHT = 0.3  # of a word describing a shape (``owner/repo#1``), relative to a written word
 _HISTORY_WEIGHT = 0.3
 _SHAPE_HINT = 1.0  # of the mention bonus, for an app only the request's shapes point to
-_EMBED_WEIGHT = 0.3  # of the sentence-similarity z-score, relative to the lexical z-score
+_EMBED_WEIGHT = 0.3  # of the sentence-similarity z-score, relative to the lexical z-score (chosen on dev-train)
+_STACKED_MEMORY = 64  # sets of connected toolkits whose stacked tool vectors are kept
 _DERIVED_WEIGHT = 0.3  # of "reviewer" for a written "review" (and back)
 _FIX_WEIGHT = 0.6  # of a word the spelling fix changed, relative to a written word
 _MENTION_BONUS = 1.5  # score added to every tool of an app the request names
@@ -179,6 +180,11 @@ class _ToolkitIndex:
     vocab: dict[str, int]  # unstemmed words of names and descriptions → count, for spelling fixes
     tools: list[dict[str, Any]] = field(default_factory=list)  # the indexed tools, in doc order
     vectors: Any = None  # their sentence vectors (numpy, one row per doc) once embedded
+    # The same postings as numpy arrays, so a query term costs one vectorised add, not a loop:
+    arrays: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # term → (doc positions, saturated tf)
+    base: Any = None  # float64: each doc's prior
+    does: dict[str, Any] = field(default_factory=dict)  # action → float64 mask of the docs doing it
+    slugs: list[str] = field(default_factory=list)
 
 
 def _slug_words(slug: str, toolkit: str) -> str:
@@ -279,6 +285,9 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
         for w in words(text):
             if len(w) >= _MIN_FIX_LEN - 1:
                 vocab[w] = vocab.get(w, 0) + 1
+    import numpy as np
+
+    actions = {doc.action for doc in docs} - {None}
     return _ToolkitIndex(
         toolkit=toolkit,
         docs=docs,
@@ -288,6 +297,13 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
         successor=_successors(toolkit, tools),
         vocab=vocab,
         tools=tools,
+        arrays={
+            term: (np.array([pos for pos, _ in plist], dtype=np.intp), np.array([sat for _, sat in plist]))
+            for term, plist in postings.items()
+        },
+        base=np.array([doc.prior for doc in docs], dtype=np.float64),
+        does={a: np.array([doc.action == a for doc in docs], dtype=np.float64) for a in actions if a is not None},
+        slugs=[doc.slug for doc in docs],
     )
 
 
@@ -428,6 +444,7 @@ class ToolSelector:
         self._share: dict[tuple[str, str], float] = {}  # (toolkit, name word) → how surely it names it
         self._vocab: dict[str, int] = {}  # words of all indexed tools → count
         self._fixes: dict[str, str] = {}  # unknown word → its spelling fix (or itself)
+        self._stacked: dict[tuple[str, ...], Any] = {}  # connected toolkits → their tool vectors, stacked
 
     # -- building -----------------------------------------------------------------------------
 
@@ -443,6 +460,7 @@ class ToolSelector:
         self._indexes[key] = index
         for pos, doc in enumerate(index.docs):
             self._where.setdefault(doc.slug, (key, pos))
+        self._stacked = {}
         self._refresh_shared()
 
     def has_toolkit(self, toolkit: str) -> bool:
@@ -463,6 +481,8 @@ class ToolSelector:
             if index.vectors is None:
                 index.vectors = self._embedder.vectors(tk, index.tools)
                 done += 1
+        if done:
+            self._stacked = {}
         return done
 
     def fused(self, toolkits: Iterable[str]) -> bool:
@@ -579,26 +599,31 @@ class ToolSelector:
             bonus[tk] = _MENTION_BONUS * max(named, _SHAPE_HINT * hinted)
         return bonus
 
-    def _scores(self, text: str, toolkits: list[str], history: str) -> list[tuple[float, str]]:
+    def _scores(self, text: str, toolkits: list[str], history: str) -> tuple[Any, list[str]]:
+        """BM25F scores (float64, plus the app, action and catalog nudges) of ``toolkits``' tools,
+        toolkit by toolkit in order, and their slugs."""
+        import numpy as np
+
         query, naming = self._query(text, history)
         bonus = self._app_bonus(naming, toolkits, query.hints)
-        scored: list[tuple[float, str]] = []
+        weights = [(term, qw * self._idf.get(term, 0.0)) for term, qw in query.weights.items()]
+        parts: list[Any] = []
+        slugs: list[str] = []
         for tk in toolkits:
             index = self._indexes[tk]
-            acc = [doc.prior + bonus[tk] for doc in index.docs]
-            if query.action is not None:
-                for pos, doc in enumerate(index.docs):
-                    if doc.action == query.action:
-                        acc[pos] += _ACTION_BONUS
-            for term, qw in query.weights.items():
-                plist = index.postings.get(term)
-                if plist is None:
-                    continue
-                w = qw * self._idf.get(term, 0.0)
-                for pos, sat in plist:
-                    acc[pos] += w * sat
-            scored.extend(zip(acc, (doc.slug for doc in index.docs), strict=True))
-        return scored
+            # Each doc's additions come in the order a loop over its postings would make them.
+            acc = index.base + bonus[tk]
+            if query.action is not None and query.action in index.does:
+                acc += _ACTION_BONUS * index.does[query.action]
+            for term, w in weights:
+                hit = index.arrays.get(term)
+                if hit is not None:
+                    acc[hit[0]] += w * hit[1]
+            parts.append(acc)
+            slugs.extend(index.slugs)
+        if len(parts) == 1:
+            return parts[0], slugs
+        return (np.concatenate(parts) if parts else np.zeros(0)), slugs
 
     def _known(self, toolkits: Iterable[str]) -> list[str]:
         return sorted({tk.lower() for tk in toolkits} & self._indexes.keys())
@@ -611,18 +636,34 @@ class ToolSelector:
         vocabulary, shapes and actions, while the vectors rescue requests whose tool words
         are implicit.
         """
-        scored = self._scores(text, known, history)
-        if not scored or not self.fused(known):
-            return [slug for _, slug in heapq.nlargest(limit, scored)]
         import numpy as np
 
+        lexical, slugs = self._scores(text, known, history)
+        if not slugs or not self.fused(known):
+            # Best first, ties to the later slug in sort order (as heapq.nlargest on (score, slug)).
+            cut = np.partition(lexical, len(lexical) - limit)[len(lexical) - limit] if len(lexical) > limit else -np.inf
+            near = np.flatnonzero(lexical >= cut)
+            return [slug for _, slug in heapq.nlargest(limit, ((float(lexical[i]), slugs[i]) for i in near))]
         assert self._embedder is not None
         query = self._embedder.query(embedding_text(text))
-        similarity = np.concatenate([self._indexes[tk].vectors @ query for tk in known])
-        lexical = np.fromiter((score for score, _ in scored), dtype=np.float64, count=len(scored))
+        # einsum, not BLAS: a matrix-vector product this small runs 3-5x slower when BLAS hands
+        # it to its threads on a busy machine, and a thread limit is process-wide state.
+        similarity = np.einsum("ij,j->i", self._vectors(known), query)
         combined = _zscores(lexical) + _EMBED_WEIGHT * _zscores(similarity.astype(np.float64))
         top = np.argsort(-combined, kind="stable")[:limit]
-        return [scored[int(i)][1] for i in top]
+        return [slugs[int(i)] for i in top]
+
+    def _vectors(self, known: list[str]) -> Any:
+        """The tool vectors of ``known`` (all embedded), stacked in ranking order, kept per set."""
+        key = tuple(known)
+        stacked = self._stacked.get(key)
+        if stacked is None:
+            import numpy as np
+
+            if len(self._stacked) >= _STACKED_MEMORY:
+                self._stacked = {}
+            stacked = self._stacked[key] = np.concatenate([self._indexes[tk].vectors for tk in known])
+        return stacked
 
     def rank(self, text: str, toolkits: Iterable[str], *, history: str = "", limit: int = 50) -> list[str]:
         """Slugs of the tools of ``toolkits`` that best fit ``text``, best first.

@@ -271,8 +271,9 @@ _STATIC_FILE = "static-request-encoder.npz"
 
 
 def _distilled_ids(tokenizer: Any) -> list[int]:
-    """Vocabulary entries worth a vector: not the special or unused slots, not non-ASCII pieces
-    (the uncased tokenizer folds accents away; scripts Lucy's users do not write cost minutes)."""
+    """Vocabulary entries worth a vector: not the special or unused slots, nor the ~1,900 pieces
+    of non-Latin scripts (the uncased tokenizer folds Latin accents to ASCII; the other scripts,
+    which the lexicon does not cover either, would add 7% to the distillation)."""
     vocab: dict[str, int] = tokenizer.get_vocab()
     return sorted(i for tok, i in vocab.items() if tok.isascii() and not (tok.startswith("[") and tok.endswith("]")))
 
@@ -316,8 +317,9 @@ class StaticEncoder:
 
         self._tokenizer = tokenizer
         self.dim = int(table.shape[1])
-        # Pre-weighted rows: encoding is one gather and one sum.
-        self._rows = np.ascontiguousarray(table * zipf_weights(tokenizer)[: len(table), None], dtype=np.float32)
+        # Kept as float16 (23 MB for the whole vocabulary); a request gathers a few rows.
+        self._rows = np.ascontiguousarray(table, dtype=np.float16)
+        self._weights = zipf_weights(tokenizer)[: len(table), None]
 
     def encode(self, text: str) -> Vector:
         import numpy as np
@@ -325,7 +327,7 @@ class StaticEncoder:
         ids = self._tokenizer.encode(text, add_special_tokens=False).ids
         if not ids:
             return np.zeros(self.dim, dtype=np.float32)
-        vector = self._rows[ids].sum(axis=0)
+        vector = (self._rows[ids].astype(np.float32) * self._weights[ids]).sum(axis=0)
         norm = float(np.linalg.norm(vector))
         return (vector / norm if norm > 1e-12 else vector).astype(np.float32)  # type: ignore[no-any-return]
 
@@ -349,7 +351,7 @@ def load_static(path: Path, tokenizer: Any) -> StaticEncoder | None:
     try:
         # Opened here so a torn file is closed too (np.load leaks its handle on a bad zip).
         with path.open("rb") as fh, np.load(fh, allow_pickle=False) as data:
-            recipe, model, table = str(data["recipe"]), str(data["model"]), data["table"].astype(np.float32)
+            recipe, model, table = str(data["recipe"]), str(data["model"]), data["table"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
     if recipe != STATIC_RECIPE or model != MODEL_NAME or table.ndim != 2:
@@ -438,7 +440,7 @@ class ToolEmbedder:
                 # A read-only data dir costs a new distillation next run, nothing else.
                 with contextlib.suppress(OSError):
                     save_static(table, file)
-            self._static = StaticEncoder(self._tokenizer, table.astype("float16").astype("float32"))
+            self._static = StaticEncoder(self._tokenizer, table)
         return self._static
 
     def _cache_file(self, toolkit: str) -> Path | None:

@@ -486,9 +486,9 @@ def request_action(intent_words: list[str]) -> str | None:
     """The action class a request asks for, from its first action word (imperative or question),
     read with its particle when the two make a phrase of their own."""
     for i, w in enumerate(intent_words):
-        action = _REQUEST_VERBS.get(w)
+        action = _phrasal_action(intent_words, i) or _REQUEST_VERBS.get(w)
         if action is not None:
-            return _phrasal_action(intent_words, i) or action
+            return action
     return None
 
 
