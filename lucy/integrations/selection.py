@@ -34,6 +34,7 @@ from different apps compare fairly. Nothing here touches the network or imports 
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
@@ -421,6 +422,14 @@ def _zscores(values: Any) -> Any:
     return (values - values.mean()) / (spread if spread > 1e-9 else 1.0)
 
 
+@functools.lru_cache(maxsize=256)
+def _history_tokens(history: str) -> tuple[str, ...]:
+    """The thread's recent text as query terms. A turn ranks its request up to three times (whole,
+    then task by task) with the same history, and follow-ups in a thread share most of it: the
+    tokenising, ~1 ms for 1,500 characters, is done once."""
+    return tuple(tokens(history))
+
+
 class ToolSelector:
     """Ranks and selects tools per turn over per-toolkit indexes built once.
 
@@ -584,7 +593,7 @@ class ToolSelector:
         for term in tokens(parsed.payload):
             query.add(term, _PAYLOAD_WEIGHT)
         if history:
-            for term in tokens(history):
+            for term in _history_tokens(history):
                 query.add(term, _HISTORY_WEIGHT)
         return query, naming
 
