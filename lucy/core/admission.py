@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 
 TICK = 0.02  # seconds between lag measurements
 MAX_LAG = 0.015  # smoothed lag above which the limit shrinks
-MAX_BUSY = 0.7  # share of one core the process may use before the limit shrinks (the rest keeps acks fast)
+MAX_BUSY = 0.55  # share of one core the process may use before the limit shrinks (the rest keeps acks fast)
 START_LIMIT = 16.0
 PACE = 0.002  # seconds between two turn starts at the most (500 a second: a smoothing, not a limit)
 
