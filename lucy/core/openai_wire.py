@@ -17,6 +17,8 @@ models refuse ``max_tokens``); other servers get ``max_tokens``, which every one
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from typing import Any
 import aiohttp
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
+DRAIN_SECONDS = 1.0  # to read what follows data: [DONE]
 TextSink = Callable[[str], Awaitable[None]]
 
 # How servers say the prompt does not fit: OpenAI's error code, or the wording of vLLM, llama.cpp,
@@ -187,13 +190,21 @@ async def _from_stream(resp: aiohttp.ClientResponse, on_text: TextSink) -> WireR
     buffer = b""
     # Split on newlines here: one event can be longer than aiohttp's 64 KiB line limit (a server
     # that sends a whole tool call, arguments and all, in one chunk).
+    done = False
     async for block in resp.content.iter_any():
         buffer += block
         *lines, buffer = buffer.split(b"\n")
         if await state.feed(lines):
+            done = True
             break
-    else:
+    if not done:
         await state.feed([buffer])
+    else:
+        # Read the body's end (the chunked terminator) so the connection goes back to the pool;
+        # unread, aiohttp closes it. A server that keeps it open after [DONE] costs a second.
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await resp.read()
     if not state.finished:
         raise WireError(None, "the stream ended before the reply was complete")
     return state.reply()
