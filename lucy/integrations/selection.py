@@ -187,6 +187,49 @@ class _ToolkitIndex:
     does: dict[str, Any] = field(default_factory=dict)  # action → float64 mask of the docs doing it
     slugs: list[str] = field(default_factory=list)
 
+    @property
+    def sizes(self) -> list[int]:
+        return self.merged_sizes or [len(self.slugs)]
+
+    merged_sizes: list[int] = field(default_factory=list)  # docs per toolkit, for a merged index
+
+
+class _MergedPostings(dict[str, tuple[Any, Any]]):
+    """term → (doc positions, saturated tf) over several toolkits, concatenated on first use:
+    a set of connected toolkits pays for the terms its requests use, not for its whole vocabulary."""
+
+    def __init__(self, indexes: list[_ToolkitIndex], offsets: list[int]) -> None:
+        super().__init__()
+        self._parts = list(zip(indexes, offsets, strict=False))
+
+    def get(self, term: str, default: Any = None) -> Any:
+        found = super().get(term)
+        if found is None:
+            import numpy as np
+
+            hits = [(ix.arrays[term], off) for ix, off in self._parts if term in ix.arrays]
+            if not hits:
+                return default
+            found = (np.concatenate([pos + off for (pos, _), off in hits]),
+                     np.concatenate([sat for (_, sat), _ in hits]))
+            self[term] = found
+        return found
+
+
+def _merge(indexes: list[_ToolkitIndex]) -> _ToolkitIndex:
+    """The scoring half of several toolkits' indexes, concatenated in order."""
+    import numpy as np
+
+    offsets = list(itertools.accumulate((len(ix.slugs) for ix in indexes), initial=0))
+    actions = dict.fromkeys(a for ix in indexes for a in ix.does)
+    does = {a: np.concatenate([ix.does.get(a, np.zeros(len(ix.slugs))) for ix in indexes]) for a in actions}
+    return _ToolkitIndex(
+        toolkit="+".join(ix.toolkit for ix in indexes), docs=[], postings={}, name_words=(), alias_of={},
+        successor={}, vocab={}, arrays=_MergedPostings(indexes, offsets),
+        base=np.concatenate([ix.base for ix in indexes]), does=does,
+        slugs=[slug for ix in indexes for slug in ix.slugs], merged_sizes=[len(ix.slugs) for ix in indexes],
+    )
+
 
 def _slug_words(slug: str, toolkit: str) -> str:
     prefix = toolkit.upper() + "_"
@@ -454,6 +497,7 @@ class ToolSelector:
         self._vocab: dict[str, int] = {}  # words of all indexed tools → count
         self._fixes: dict[str, str] = {}  # unknown word → its spelling fix (or itself)
         self._stacked: dict[tuple[str, ...], Any] = {}  # connected toolkits → their tool vectors, stacked
+        self._merged_indexes: dict[tuple[str, ...], _ToolkitIndex] = {}  # connected toolkits → one index
 
     # -- building -----------------------------------------------------------------------------
 
@@ -470,6 +514,7 @@ class ToolSelector:
         for pos, doc in enumerate(index.docs):
             self._where.setdefault(doc.slug, (key, pos))
         self._stacked = {}
+        self._merged_indexes = {}
         self._refresh_shared()
 
     def has_toolkit(self, toolkit: str) -> bool:
@@ -616,23 +661,33 @@ class ToolSelector:
         query, naming = self._query(text, history)
         bonus = self._app_bonus(naming, toolkits, query.hints)
         weights = [(term, qw * self._idf.get(term, 0.0)) for term, qw in query.weights.items()]
-        parts: list[Any] = []
-        slugs: list[str] = []
-        for tk in toolkits:
-            index = self._indexes[tk]
-            # Each doc's additions come in the order a loop over its postings would make them.
-            acc = index.base + bonus[tk]
-            if query.action is not None and query.action in index.does:
-                acc += _ACTION_BONUS * index.does[query.action]
-            for term, w in weights:
-                hit = index.arrays.get(term)
-                if hit is not None:
-                    acc[hit[0]] += w * hit[1]
-            parts.append(acc)
-            slugs.extend(index.slugs)
-        if len(parts) == 1:
-            return parts[0], slugs
-        return (np.concatenate(parts) if parts else np.zeros(0)), slugs
+        if not toolkits:
+            return np.zeros(0), []
+        merged = self._merged(toolkits)
+        # Each doc's additions come in the order a loop over its postings would make them, so
+        # the scores are the same, bit for bit, as toolkit by toolkit.
+        acc = merged.base + np.repeat([bonus[tk] for tk in toolkits], merged.sizes)
+        if query.action is not None and query.action in merged.does:
+            acc += _ACTION_BONUS * merged.does[query.action]
+        for term, w in weights:
+            hit = merged.arrays.get(term)
+            if hit is not None:
+                acc[hit[0]] += w * hit[1]
+        return acc, merged.slugs
+
+    def _merged(self, toolkits: list[str]) -> _ToolkitIndex:
+        """One index over the connected toolkits (kept per set): a term costs one numpy add, not
+        one per toolkit. Only the fields scoring reads are filled in."""
+        key = tuple(toolkits)
+        found = self._merged_indexes.get(key)
+        if found is not None:
+            return found
+        one = len(toolkits) == 1
+        found = self._indexes[toolkits[0]] if one else _merge([self._indexes[tk] for tk in toolkits])
+        if len(self._merged_indexes) >= _STACKED_MEMORY:
+            self._merged_indexes = {}
+        self._merged_indexes[key] = found
+        return found
 
     def _known(self, toolkits: Iterable[str]) -> list[str]:
         return sorted({tk.lower() for tk in toolkits} & self._indexes.keys())
