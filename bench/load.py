@@ -190,15 +190,16 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> flo
     raise SystemExit("lucy serve never became ready")
 
 
-async def server_ack_quantiles(session: aiohttp.ClientSession, bases: list[str]) -> str:
-    """Lucy's own view (lucy_slack_ack_seconds, summed over the instances): the bucket bounds under
-    which 50 % and 99 % fall."""
+async def server_ack_quantiles(session: aiohttp.ClientSession, bases: list[str],
+                               metric: str = "lucy_slack_ack_seconds", what: str = "from handler start") -> str:
+    """Lucy's own view of a histogram (summed over the instances): the bucket bounds under which
+    50 % and 99 % fall."""
     counts: dict[float, float] = {}
     for base in bases:
         async with session.get(f"{base}/metrics") as resp:
             lines = (await resp.text()).splitlines()
         for line in lines:
-            if line.startswith("lucy_slack_ack_seconds_bucket"):
+            if line.startswith(metric + "_bucket"):
                 bound = line.split('le="')[1].split('"')[0]
                 key = float("inf") if bound == "+Inf" else float(bound)
                 counts[key] = counts.get(key, 0.0) + float(line.split()[-1])
@@ -208,7 +209,7 @@ async def server_ack_quantiles(session: aiohttp.ClientSession, bases: list[str])
         return "n/a"
     p50 = next(b for b, n in buckets if n >= 0.5 * total)
     p99 = next(b for b, n in buckets if n >= 0.99 * total)
-    return f"p50 ≤ {p50 * 1000:g} ms, p99 ≤ {p99 * 1000:g} ms (inside Lucy, from handler start)"
+    return f"p50 ≤ {p50 * 1000:g} ms, p99 ≤ {p99 * 1000:g} ms (inside Lucy, {what})"
 
 
 async def in_flight(session: aiohttp.ClientSession, bases: list[str]) -> int:
@@ -308,6 +309,8 @@ async def bench(args: argparse.Namespace, urls: dict[str, str], shared: Shared, 
             sender.acks.clear()
             await phase_rate(args, shared, pids, sender)
             print(f"  ack, Lucy's view   {await server_ack_quantiles(session, bases)}")
+            claims = await server_ack_quantiles(session, bases, "lucy_slack_claim_seconds", "PostgreSQL round trip")
+            print(f"  of which the claim {claims}")
             if args.concurrent:
                 await phase_concurrent(args, shared, pids, sender, session, bases)
     finally:

@@ -10,6 +10,7 @@ it twice (Slack's own retries would otherwise double every slow answer).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -91,7 +92,10 @@ class ClaimEvents(AsyncMiddleware):
         if body.get("type") != "event_callback" or not event_id:
             return await next()
         workspace = workspace_of_body(body) or "unknown"
-        if await self._claims.claim_event(str(event_id), workspace):
+        started = time.perf_counter()
+        first = await self._claims.claim_event(str(event_id), workspace)
+        self._metrics.claim_seconds.observe(time.perf_counter() - started)
+        if first:
             return await next()
         kind = str((body.get("event") or {}).get("type", "unknown"))
         retry = req.headers.get("x-slack-retry-num", [""])[0]

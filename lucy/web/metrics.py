@@ -18,6 +18,11 @@ class Metrics:
             "lucy_slack_ack_seconds", "Time to answer Slack's HTTP request (Slack wants it within 3 s)", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 3, 5),
         )
+        # The one database round trip an ack waits for: when acks are slow and the loop is not, look here.
+        self.claim_seconds = Histogram(
+            "lucy_slack_claim_seconds", "Claiming an event id in PostgreSQL, inside the ack", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
+        )
         self.turns = Counter("lucy_turns_total", "Agent turns", ["outcome"], registry=r)
         self.turn_seconds = Histogram(
             "lucy_turn_seconds", "Turn latency", registry=r,
