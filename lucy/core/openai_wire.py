@@ -142,13 +142,17 @@ async def _http_error(resp: aiohttp.ClientResponse) -> WireError:
 
 
 async def _json_body(resp: aiohttp.ClientResponse) -> dict[str, Any]:
-    raw = await resp.read()
+    return _json_object(await resp.read(), "the server answered with")
+
+
+def _json_object(raw: bytes | str, said: str) -> dict[str, Any]:
+    """``raw`` as a JSON object, or a retryable WireError quoting its start."""
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise WireError(None, f"the server answered with something that is not JSON: {raw[:200]!r}") from exc
+        raise WireError(None, f"{said} something that is not JSON: {raw[:200]!r}") from exc
     if not isinstance(data, dict):
-        raise WireError(None, f"the server answered with unexpected JSON: {raw[:200]!r}")
+        raise WireError(None, f"{said} unexpected JSON: {raw[:200]!r}")
     return data
 
 
@@ -238,12 +242,7 @@ class _Stream:
         return self._reply
 
     async def _apply(self, event: str) -> None:
-        try:
-            chunk = json.loads(event)
-        except ValueError as exc:
-            raise WireError(None, f"the stream sent something that is not JSON: {event[:200]!r}") from exc
-        if not isinstance(chunk, dict):
-            raise WireError(None, f"the stream sent unexpected JSON: {event[:200]!r}")
+        chunk = _json_object(event, "the stream sent")
         if isinstance(chunk.get("error"), dict):  # some servers report a failure inside the stream
             err = chunk["error"]
             raise WireError(None, str(err.get("message") or err), code=err.get("code"))
