@@ -17,7 +17,7 @@ import pytest
 
 from lucy.core.llm import LiteLLM, LLMConfig
 from lucy.errors import LLMContextError, LLMError
-from tests.fakes.fake_llm import FakeLLM, call, cut, error, garbage, text, tool_calls
+from tests.fakes.fake_llm import FakeLLM, RecordedRequest, Reply, call, cut, error, garbage, text, tool_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = [{"role": "user", "content": "hello"}]
@@ -251,6 +251,32 @@ async def test_a_fallback_on_openai_gets_openais_key_not_the_local_one(
         [sent] = openai_side.requests
         assert sent.headers["Authorization"] == "Bearer sk-openai-key" and sent.model == "gpt-4o-mini"
         assert all(r.headers["Authorization"] == "Bearer sk-local-key" for r in fake_llm.requests)
+
+
+async def test_more_streams_at_once_than_a_default_connection_pool_holds(fake_llm: FakeLLM) -> None:
+    # Each turn keeps its connection for as long as the model takes; 150 turns waiting on one slow
+    # model need 150 connections (aiohttp's default pool has 100: the rest waited for their deadline).
+    import asyncio
+
+    everyone = asyncio.Event()
+    arrived = 0
+
+    async def hold(request: RecordedRequest) -> Reply:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= 150:
+            everyone.set()
+        await asyncio.wait_for(everyone.wait(), 20)
+        return text("ok")
+
+    fake_llm.async_responder = hold
+    llm = LiteLLM(LLMConfig(model="openai/fake", api_base=fake_llm.base_url, max_retries=0, timeout_seconds=30),
+                  sleep=Sleeps())
+    try:
+        replies = await asyncio.gather(*(llm.complete(USER, [], on_text=_ignore) for _ in range(150)))
+    finally:
+        await llm.aclose()
+    assert [r.text for r in replies] == ["ok"] * 150
 
 
 def test_openai_itself_gets_max_completion_tokens_and_local_servers_max_tokens() -> None:

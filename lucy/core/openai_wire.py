@@ -94,7 +94,10 @@ class OpenAIWire:
             # sock_read bounds each wait for bytes; the caller's asyncio.timeout bounds the call.
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(self._timeout, 10.0),
                                             sock_read=self._timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            # No connection limit (aiohttp's default is 100): each turn streams over a connection of
+            # its own for as long as the model takes, and the turn gate already bounds the turns. At
+            # 100, the 101st turn waited for a free connection until its deadline.
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
     async def aclose(self) -> None:

@@ -19,6 +19,7 @@ Usage::
         llm.script([error(500)], model="primary")    # replies only for requests naming that model
         llm.down("primary", status=503)              # every request for that model fails
         llm.responder = lambda request: text("ok")   # used when no scripted reply is left
+        llm.async_responder = hold                   # the same, awaited (it may hold the reply)
         ...
         llm.requests[0].messages        # what the model was sent (history, tool results, …)
         llm.requests[0].tool_names      # the tools it was offered
@@ -45,7 +46,7 @@ import asyncio
 import itertools
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,7 @@ class RecordedRequest:
 
 
 Responder = Callable[[RecordedRequest], Reply]
+AsyncResponder = Callable[[RecordedRequest], Awaitable[Reply]]
 
 
 def _model_key(model: str) -> str:
@@ -170,6 +172,7 @@ class FakeLLM:
         self.requests: list[RecordedRequest] = []
         self.unexpected: list[RecordedRequest] = []
         self.responder: Responder | None = None
+        self.async_responder: AsyncResponder | None = None  # like responder, awaited (it may hold the reply)
         self._queue: deque[Reply] = deque()
         self._by_model: dict[str, deque[Reply]] = {}
         self._down: dict[str, int] = {}
@@ -238,6 +241,8 @@ class FakeLLM:
         recorded = RecordedRequest(body=body, headers=dict(request.headers))
         self.requests.append(recorded)
         reply = self._next(recorded)
+        if reply is None and self.async_responder is not None:
+            reply = await self.async_responder(recorded)
         if reply is None:
             self.unexpected.append(recorded)
             return _error_response(500, "FakeLLM: no scripted reply left for this request", {})
