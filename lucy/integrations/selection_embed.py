@@ -140,22 +140,32 @@ def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:
     return centred / np.sqrt(var + _LAYER_NORM_EPS) * weight + bias  # type: ignore[no-any-return]
 
 
+def _config_and_tokenizer(directory: Path) -> tuple[dict[str, Any], Any]:
+    """The model's config and its WordPiece tokenizer (no padding), checking every file is there."""
+    for name in _FILES:
+        if not (directory / name).is_file():
+            raise ModelUnavailable(f"{directory / name} is missing")
+    from tokenizers import Tokenizer
+
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        int(config["hidden_size"])  # a config without it is not this model's
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelUnavailable(f"{directory}: {exc}") from exc
+    tokenizer.no_padding()
+    return config, tokenizer
+
+
 class MiniLM:
     """all-MiniLM-L6-v2: texts → L2-normalised 384-dimensional float32 vectors."""
 
     def __init__(self, directory: Path, *, max_tokens: int = 128) -> None:
-        for name in _FILES:
-            if not (directory / name).is_file():
-                raise ModelUnavailable(f"{directory / name} is missing")
-        from tokenizers import Tokenizer
-
+        config, self._tokenizer = _config_and_tokenizer(directory)
         try:
-            config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-            self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
             tensors = _read_safetensors(directory / "model.safetensors")
         except (OSError, ValueError, KeyError, struct.error) as exc:
             raise ModelUnavailable(f"{directory}: {exc}") from exc
-        self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_tokens)
         self.heads = int(config["num_attention_heads"])
         self.dim = int(config["hidden_size"])
@@ -396,18 +406,8 @@ class ToolEmbedder:
     """
 
     def __init__(self, model_dir: Path, cache_dir: Path | None) -> None:
-        for name in _FILES:
-            if not (model_dir / name).is_file():
-                raise ModelUnavailable(f"{model_dir / name} is missing")
-        from tokenizers import Tokenizer
-
-        try:
-            config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-            self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-            self.dim = int(config["hidden_size"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelUnavailable(f"{model_dir}: {exc}") from exc
-        self._tokenizer.no_padding()
+        config, self._tokenizer = _config_and_tokenizer(model_dir)
+        self.dim = int(config["hidden_size"])
         self._tokenizer.no_truncation()
         self._model_dir = model_dir
         self._cache_dir = cache_dir
