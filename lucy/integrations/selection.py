@@ -52,6 +52,7 @@ from lucy.integrations.selection_text import (
     EXACT,
     LEXICON_WORDS,
     STOPWORDS,
+    clause_starts,
     embedding_text,
     expand,
     fold,
@@ -605,8 +606,9 @@ class ToolSelector:
         content: list[str] = []
         for term, r, w in zip(seq, raw, written, strict=True):
             if r not in STOPWORDS:
-                # A spelling fix is a guess ("contract" is a word, not a typo of "contact").
-                query.add(term, 1.0 if r == w else _FIX_WEIGHT)
+                # A spelling fix is a guess ("contract" is a word, not a typo of "contact"); a bare
+                # number ("PR 340", "to 3") names a thing, it is not a tool word.
+                query.add(term, _ENTITY_WEIGHT if term.isdigit() else 1.0 if r == w else _FIX_WEIGHT)
                 content.append(term)
         for bigram in _bigrams(content):
             query.add(bigram, _BIGRAM_WEIGHT)
@@ -622,7 +624,7 @@ class ToolSelector:
         query.hints = frozenset(stem(w) for w in parsed.hinted)
         written = words(parsed.intent)
         raw = [self._correct(w) for w in written]
-        query.action = request_action(raw)
+        query.action = request_action(raw, clause_starts(parsed.intent))
         seq = [stem(w) for w in raw]
         content = [w for w, r in zip(seq, raw, strict=True) if r not in STOPWORDS]
         naming = set(content) | {stem(w) for w in parsed.apps}

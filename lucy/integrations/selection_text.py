@@ -339,7 +339,11 @@ _ENTITY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
      "branch reference"),
     (re.compile(r"(?<![\w/:.@])[A-Za-z][\w.-]*/[A-Za-z][\w.-]*(?:/[\w.-]+)*(?![\w/])"), "repository"),
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"), "commit sha"),
-    (re.compile(r"\bv\d+(?:\.\d+)+(?:\.x)?\b|\bv\d+\.x\b"), "release tag version"),
+    (re.compile(r"\bv\d+(?:\.\d+)+(?:\.x)?\b|\bv\d+\.x\b|\b\d+\.\d+\.\d+\b"), "release tag version"),
+    # A folder of a repository ("migrations/", "src/auth/") and a code symbol ("legacyAuth(",
+    # "parseToken()"): what a request points at, not words to match.
+    (re.compile(r"(?<![\w/.:])(?:[\w.-]+/)+(?=[\s,;?!)]|$)"), "directory content path"),
+    (re.compile(r"\b[A-Za-z_][\w.]*\((?:\))?|\b[a-z]{2,}[A-Z][a-z]\w*"), "code"),
     (re.compile(r"(?<![\w@])@[A-Za-z][\w-]+"), "user"),
     (re.compile(r"\b\d{1,2}(?::\d\d)?\s?(?:am|pm)\b|\b\d{1,2}:\d\d\b", re.I), "event time calendar"),
 ]
@@ -482,11 +486,47 @@ def _phrasal_action(intent_words: list[str], i: int) -> str | None:
     return None
 
 
-def request_action(intent_words: list[str]) -> str | None:
-    """The action class a request asks for, from its first action word (imperative or question),
-    read with its particle when the two make a phrase of their own."""
-    for i, w in enumerate(intent_words):
-        action = _phrasal_action(intent_words, i) or _REQUEST_VERBS.get(w)
+_QUESTION = frozenset(_split("any which what whats who whos where when how is are did does has was were"))
+
+# Words before a clause's verb that do not change what it asks ("pls close …", "can you close …").
+_LEAD_INS = frozenset(_split("please pls plz can could would will you u lucy hey hi ok okay so just now then also and "
+                             "quickly quick kindly go ahead"))
+# Where a clause ends: punctuation, not the dot of ``v3.2`` or ``config.yaml``.
+_CLAUSE_END = re.compile(r"[,;!?:\u2014\u2013()]|\.(?=\s|$)|\s-\s|\n")
+
+
+def clause_starts(intent: str) -> frozenset[int]:
+    """Positions in ``words(intent)`` where a clause begins, past its lead-in words."""
+    starts: set[int] = set()
+    position = 0
+    for clause in _CLAUSE_END.split(intent):
+        seq = words(clause)
+        lead = next((i for i, w in enumerate(seq) if w not in _LEAD_INS), len(seq))
+        if lead < len(seq):
+            starts.add(position + lead)
+        position += len(seq)
+    return frozenset(starts)
+
+
+def _action_at(intent_words: list[str], i: int) -> str | None:
+    return _phrasal_action(intent_words, i) or _REQUEST_VERBS.get(intent_words[i])
+
+
+def request_action(intent_words: list[str], starts: frozenset[int] = frozenset()) -> str | None:
+    """The action class a request asks for, read with its particle when the two make a phrase.
+
+    An imperative wins: a clause that opens with an action verb says what to do, whatever the
+    clauses before it describe ("raj is on leave, unassign him from #901" removes, though "is"
+    came first). Without one (``starts`` are where clauses begin), the first action word decides,
+    which for a question is its question word.
+    """
+    for i in sorted(starts):
+        if i < len(intent_words) and intent_words[i] not in _QUESTION:
+            action = _action_at(intent_words, i)
+            if action is not None:
+                return action
+    for i in range(len(intent_words)):
+        action = _action_at(intent_words, i)
         if action is not None:
             return action
     return None
@@ -500,7 +540,6 @@ _TASK_JOIN = re.compile(
     r"(?:(?:please|pls|can\s+you|could\s+you)\s+)?(?=(?P<verb>[a-z]+)\b)",
     re.I,
 )
-_QUESTION = frozenset(_split("any which what whats who whos where when how is are did does has was were"))
 
 
 def split_tasks(text: str) -> list[str]:
