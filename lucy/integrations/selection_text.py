@@ -244,6 +244,27 @@ _GROUPS: list[tuple[float, str, str]] = [
     (EXACT, "comment", "kommentar commentaire comentario"),
     (EXACT, "page", "seite pagina"),
     (EXACT, "request changes review", "anderungen-anfordern"),
+    (EXACT, "disable", "desactivar desactiva desactive desactivez desactiver deaktivieren deaktiviere ausschalten"),
+    (EXACT, "enable", "activar activa activer aktivieren aktiviere einschalten"),
+    (EXACT, "draft", "borrador borradores brouillon brouillons entwurf entwurfe"),
+    (EXACT, "delivery", "livraison livraisons entrega entregas zustellung"),
+    (EXACT, "label", "etiqueta etiquetas etiquette etiquettes"),
+    (EXACT, "assign", "asignar asigna asignale assigner zuweisen"),
+    (EXACT, "user", "usuario usuarios utilisateur utilisateurs benutzer nutzer"),
+    (EXACT, "invite", "invitar invita inviter einladen"),
+    (EXACT, "branch", "rama ramas zweig"),
+    (EXACT, "merge", "fusionar fusiona fusionner fusionne mergen"),
+    (EXACT, "reply", "responder responde repondre reponds antworten antworte"),
+    (EXACT, "archive", "archivar archiva archiver archivieren"),
+    (EXACT, "upload", "subir sube hochladen"),
+    (EXACT, "read get", "leer lee lire lesen"),
+    (EXACT, "list", "lista liste"),
+    # --- more chat verbs ----------------------------------------------------------------------
+    (LOOSE, "update", "bump retarget"),
+    (LOOSE, "lock", "freeze"),
+    (LOOSE, "unlock", "unfreeze thaw"),
+    (LOOSE, "protection lock", "lock-down"),
+    (LOOSE, "clear", "clean-out clear-out clean-up"),
 ]
 
 PARTICLES: frozenset[str] = frozenset({"off", "on", "up", "down", "out", "back", "over", "in", "to"})
@@ -437,16 +458,19 @@ _TOOL_VERBS: dict[str, str] = {
 _REQUEST_VERBS: dict[str, str] = {
     **dict.fromkeys(_split("list show get find search see check look pull grab fetch tell view read summarize "
                     "summarise download export any which what whats who whos where when how is are did does "
-                    "has was were"), READ),
+                    "has was were montre muestra muestrame zeig zeige"), READ),
     **dict.fromkeys(_split("create make new add open start file log spin setup schedule book post send email mail "
                     "write draft upload invite share give grant ask request hook kick run trigger fork star "
                     "follow remember save put cut ship block dm ping reply forward fwd generate render "
-                    "export duplicate copy clone turn record"), CREATE),
+                    "export duplicate copy clone turn record crea crear cree creer erstelle erstellen abre "
+                    "abrir"), CREATE),
     **dict.fromkeys(_split("update change edit rename set move mark close reopen reschedule push enable disable "
                     "lock assign approve merge swap replace overwrite append rerun retry restart "
-                    "protect"), UPDATE),
+                    "protect bump retarget freeze desactiva desactivar activa activar cambia cambiar "
+                    "modifie aktualisiere"), UPDATE),
     **dict.fromkeys(_split("delete remove nuke kill trash drop cancel stop revoke unassign forget wipe clear "
-                    "archive unstar unfollow erase destroy"), DELETE),
+                    "archive unstar unfollow erase destroy bin borra borrar elimina eliminar supprime supprimer "
+                    "losche loschen"), DELETE),
 }
 
 
