@@ -61,7 +61,7 @@ from lucy.integrations.selection_text import (
     split_tasks,
     stem,
     tokens,
-    tool_action,
+    tool_actions,
     tool_description,
     words,
 )
@@ -162,7 +162,7 @@ class _Doc:
     slug: str
     toolkit: str
     prior: float
-    action: str | None  # read / create / update / delete, from the slug's first verb
+    actions: frozenset[str]  # read / create / update / delete, from the slug's verbs
     tokens: int  # estimated tokens of the plain definition
     fields: dict[str, dict[str, int]]
     lengths: dict[str, int]
@@ -300,7 +300,7 @@ def _doc_for(tool: Mapping[str, Any], toolkit: str) -> _Doc:
         slug=slug,
         toolkit=toolkit,
         prior=prior,
-        action=tool_action(words(_slug_words(slug, toolkit))),
+        actions=tool_actions(words(_slug_words(slug, toolkit))),
         tokens=estimate_tokens(plain_definition(tool)),
         fields=fields,
         lengths={name: sum(c.values()) for name, c in fields.items()},
@@ -332,7 +332,7 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
                 vocab[w] = vocab.get(w, 0) + 1
     import numpy as np
 
-    actions = {doc.action for doc in docs} - {None}
+    actions = {a for doc in docs for a in doc.actions}
     return _ToolkitIndex(
         toolkit=toolkit,
         docs=docs,
@@ -347,7 +347,7 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
             for term, plist in postings.items()
         },
         base=np.array([doc.prior for doc in docs], dtype=np.float64),
-        does={a: np.array([doc.action == a for doc in docs], dtype=np.float64) for a in actions if a is not None},
+        does={a: np.array([a in doc.actions for doc in docs], dtype=np.float64) for a in actions},
         slugs=[doc.slug for doc in docs],
     )
 

@@ -126,7 +126,7 @@ _GROUPS: list[tuple[float, str, str]] = [
      "spin-up set-up put write draft compose establish hook-up"),
     (LOOSE, "delete", "remove nuke trash kill drop erase wipe destroy rm del purge scrap discard "
      "get-rid take-down take-off bin ditch forget"),
-    (LOOSE, "remove", "delete take-off kick unassign revoke strip drop"),
+    (LOOSE, "remove", "delete take-off pull-off kick unassign revoke strip drop"),
     (LOOSE, "update", "change edit modify rename set tweak adjust patch amend rewrite overwrite fix "
      "reschedule postpone move-to push-back push mark toggle switch enable disable turn-on turn-off "
      "close reopen resolve done complete finish check-off tick-off"),
@@ -458,16 +458,18 @@ _TOOL_VERBS: dict[str, str] = {
 _REQUEST_VERBS: dict[str, str] = {
     **dict.fromkeys(_split("list show get find search see check look pull grab fetch tell view read summarize "
                     "summarise download export any which what whats who whos where when how is are did does "
-                    "has was were montre muestra muestrame zeig zeige"), READ),
+                    "has was were do anything montre muestra muestrame zeig zeige"), READ),
     **dict.fromkeys(_split("create make new add open start file log spin setup schedule book post send email mail "
                     "write draft upload invite share give grant ask request hook kick run trigger fork star "
                     "follow remember save put cut ship block dm ping reply forward fwd generate render "
                     "export duplicate copy clone turn record crea crear cree creer erstelle erstellen abre "
-                    "abrir"), CREATE),
+                    "abrir attach leave comment tack stick duplique duplica mandale manda envia envoie eintragen "
+                    "trage ajoute agrega anade"), CREATE),
     **dict.fromkeys(_split("update change edit rename set move mark close reopen reschedule push enable disable "
                     "lock assign approve merge swap replace overwrite append rerun retry restart "
                     "protect bump retarget freeze desactiva desactivar activa activar cambia cambiar "
-                    "modifie aktualisiere"), UPDATE),
+                    "modifie aktualisiere retitle slide dismiss mute unmute flip deplace mueve verschiebe reabre "
+                    "rouvre cierra ferme schliesse"), UPDATE),
     **dict.fromkeys(_split("delete remove nuke kill trash drop cancel stop revoke unassign forget wipe clear "
                     "archive unstar unfollow erase destroy bin borra borrar elimina eliminar supprime supprimer "
                     "losche loschen"), DELETE),
@@ -484,13 +486,15 @@ def tool_description(tool: Mapping[str, Any]) -> str:
     return "" if description.lower() in _PLACEHOLDER_DESCRIPTIONS else description
 
 
-def tool_action(slug_words: list[str]) -> str | None:
-    """The action class of a tool from the first verb in its slug (``ISSUES_CREATE`` → create)."""
-    for w in slug_words:
+def tool_actions(slug_words: list[str]) -> frozenset[str]:
+    """The action classes of a tool: its slug's first verb (``ISSUES_CREATE`` → create), and
+    the verb after an "or" joined to it (``CREATE_OR_UPDATE_A_SECRET`` does both)."""
+    for i, w in enumerate(slug_words):
         action = _TOOL_VERBS.get(w)
         if action is not None:
-            return action
-    return None
+            other = _TOOL_VERBS.get(slug_words[i + 2]) if slug_words[i + 1 : i + 2] == ["or"] else None
+            return frozenset({action} | ({other} if other else set()))
+    return frozenset()
 
 
 _STEMMED_TOOL_VERBS: dict[str, str] = {stem(verb): action for verb, action in _TOOL_VERBS.items()}
@@ -516,7 +520,7 @@ _QUESTION = frozenset(_split("any which what whats who whos where when how is ar
 _LEAD_INS = frozenset(_split("please pls plz can could would will you u lucy hey hi ok okay so just now then also and "
                              "quickly quick kindly go ahead"))
 # Where a clause ends: punctuation, not the dot of ``v3.2`` or ``config.yaml``.
-_CLAUSE_END = re.compile(r"[,;!?:\u2014\u2013()]|\.(?=\s|$)|\s-\s|\n")
+_CLAUSE_END = re.compile(r"[,;!?:\u2014\u2013]|\.(?=\s|$)|\s-\s|\n")
 
 
 def clause_starts(intent: str) -> frozenset[int]:
@@ -532,8 +536,20 @@ def clause_starts(intent: str) -> frozenset[int]:
     return frozenset(starts)
 
 
+def _phrase_action(intent_words: list[str], i: int) -> str | None:
+    """The action of a phrase of the lexicon starting at ``i`` ("get rid of" deletes, though
+    "get" alone reads)."""
+    for n in range(min(MAX_PHRASE, len(intent_words) - i), 1, -1):
+        meaning = LEXICON.get(tuple(stem(w) for w in intent_words[i : i + n]))
+        for term, _ in meaning or ():
+            action = _STEMMED_TOOL_VERBS.get(term)
+            if action is not None:
+                return action
+    return None
+
+
 def _action_at(intent_words: list[str], i: int) -> str | None:
-    return _phrasal_action(intent_words, i) or _REQUEST_VERBS.get(intent_words[i])
+    return _phrasal_action(intent_words, i) or _phrase_action(intent_words, i) or _REQUEST_VERBS.get(intent_words[i])
 
 
 def request_action(intent_words: list[str], starts: frozenset[int] = frozenset()) -> str | None:
@@ -545,7 +561,9 @@ def request_action(intent_words: list[str], starts: frozenset[int] = frozenset()
     which for a question is its question word.
     """
     for i in sorted(starts):
-        if i < len(intent_words) and intent_words[i] not in _QUESTION:
+        after = intent_words[i + 1] if i + 1 < len(intent_words) else ""
+        # "post id 1048…", "run 8812345": a noun naming a thing, not an imperative.
+        if i < len(intent_words) and intent_words[i] not in _QUESTION and not (after.isdigit() or after == "id"):
             action = _action_at(intent_words, i)
             if action is not None:
                 return action
