@@ -247,6 +247,13 @@ def test_the_recent_thread_helps_a_short_follow_up(selector: ToolSelector) -> No
         # other languages
         ("mándale un correo a ana@acme.es", ["gmail", "notion"], {"GMAIL_SEND_EMAIL"}),
         ("lösche die Datei alt.pdf", ["googledrive"], {"GOOGLEDRIVE_GOOGLE_DRIVE_DELETE_FOLDER_OR_FILE_ACTION"}),
+        ("déplace rapport.pdf dans le dossier Archives", ["googledrive"], {"GOOGLEDRIVE_MOVE_FILE"}),
+        # a phrase, not its first word, says the action ("get rid of" deletes; "get" reads)
+        ("get rid of the 'stale' label in acme/web", ["github"], {"GITHUB_DELETE_A_LABEL"}),
+        # shapes: a code symbol is code to search; a file path and a bare version are content
+        ("where is parseToken( called in the acme org?", ["github"], {"GITHUB_SEARCH_CODE",
+                                                                     "GITHUB_SEARCH_CODE_ALL_PAGES"}),
+        ("bump the version in setup.cfg on acme/cli to 2.4.1", ["github"], {"GITHUB_CREATE_OR_UPDATE_FILE_CONTENTS"}),
         # an app named by its nickname routes to that app
         ("post a photo on insta", ["instagram", "facebook"], {"INSTAGRAM_CREATE_POST",
                                                               "INSTAGRAM_CREATE_MEDIA_CONTAINER"}),

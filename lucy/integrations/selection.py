@@ -51,6 +51,7 @@ from lucy.core.types import ToolDef
 from lucy.integrations.selection_text import (
     EXACT,
     LEXICON_WORDS,
+    REQUEST_VERBS,
     STOPWORDS,
     clause_starts,
     embedding_text,
@@ -582,7 +583,9 @@ class ToolSelector:
 
     def _correct(self, word: str) -> str:
         """The vocabulary word one edit away from an unknown ``word`` ("reveiw" → "review")."""
-        if len(word) < _MIN_FIX_LEN or word.isdigit() or word in self._vocab or word in LEXICON_WORDS:
+        if len(word) < _MIN_FIX_LEN or word.isdigit() or word in self._vocab or word in REQUEST_VERBS:
+            return word
+        if word in LEXICON_WORDS or stem(word) in LEXICON_WORDS:  # the lexicon's keys are stems
             return word
         cached = self._fixes.get(word)
         if cached is not None:

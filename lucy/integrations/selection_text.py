@@ -476,6 +476,9 @@ _REQUEST_VERBS: dict[str, str] = {
 }
 
 
+# Words a request can ask an action with: known words, never spelling mistakes.
+REQUEST_VERBS: frozenset[str] = frozenset(_REQUEST_VERBS)
+
 # Composio's stand-in for an undocumented action: words that describe nothing.
 _PLACEHOLDER_DESCRIPTIONS = frozenset({"action docstring"})
 
