@@ -322,6 +322,7 @@ async def test_uninstall_removes_what_belongs_to_the_workspace(pool: Any, fake_s
     assert delivery.status == 200
     assert left == {"integrations": 0, "thread_messages": 0, "processed_messages": 0}
     assert others == 1 and gone is True
+    assert h.connections.forgotten == [fake_slack.team_id]  # its cached app list is dropped too
 
 
 def test_settings_helper_is_single_workspace_http(fake_slack: FakeSlack) -> None:

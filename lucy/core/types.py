@@ -210,3 +210,7 @@ class Connections(Protocol):
     def known_toolkits(self) -> list[str]:
         """Toolkit slugs that can be connected (for loose matching of `/lucy-connect gh`)."""
         ...
+
+    async def forget_workspace(self, workspace: str) -> None:
+        """Drop what is cached of ``workspace``'s connections (the app was uninstalled)."""
+        ...

@@ -207,9 +207,7 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
         if store is not None:
             await store.async_delete_all(enterprise_id=context.enterprise_id, team_id=context.team_id)
         await forget_workspace(deps.pool, ws)
-        forget = getattr(connections, "forget_workspace", None)
-        if forget is not None:  # drop cached connections too, when the registry offers it
-            await forget(ws)
+        await connections.forget_workspace(ws)
 
     async def revoke(event: dict[str, Any], context: AsyncBoltContext) -> None:
         tokens = event.get("tokens") or {}

@@ -113,9 +113,13 @@ class FakeConnections:
         self.links: list[tuple[str, str]] = []
         self.confirmed: list[tuple[str, str]] = []
         self.fail_links = False
+        self.forgotten: list[str] = []
 
     def known_toolkits(self) -> list[str]:
         return list(self._known)
+
+    async def forget_workspace(self, workspace: str) -> None:
+        self.forgotten.append(workspace)
 
     async def list_connections(self, workspace: str) -> list[ToolkitConnection]:
         return [ToolkitConnection(a.toolkit, "active", ca) for ca, a in self.accounts.items()
