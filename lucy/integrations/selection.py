@@ -57,8 +57,10 @@ from lucy.integrations.selection_text import (
     embedding_text,
     expand,
     fold,
+    param_kinds,
     parse,
     request_action,
+    shape_kinds,
     split_tasks,
     stem,
     tokens,
@@ -144,6 +146,7 @@ _DERIVED_WEIGHT = 0.3  # of "reviewer" for a written "review" (and back)
 _FIX_WEIGHT = 0.6  # of a word the spelling fix changed, relative to a written word
 _MENTION_BONUS = 1.5  # score added to every tool of an app the request names
 _ACTION_BONUS = 1.5  # when the tool does what the request asks (read / create / update / delete)
+_SLOT_BONUS = 1.0  # when the tool takes every kind of value the request's shapes give (chosen on dev-train + tune)
 _PRIOR_IMPORTANT = 0.5
 _PRIOR_IGNORED = -0.4
 _HINT_TAGS = frozenset({"readonlyhint", "destructivehint", "idempotenthint", "openworldhint", "updatehint",
@@ -164,6 +167,7 @@ class _Doc:
     toolkit: str
     prior: float
     actions: frozenset[str]  # read / create / update / delete, from the slug's verbs
+    takes: frozenset[str]  # the kinds of value its parameters take (number, email, url, …)
     tokens: int  # estimated tokens of the plain definition
     fields: dict[str, dict[str, int]]
     lengths: dict[str, int]
@@ -187,6 +191,7 @@ class _ToolkitIndex:
     arrays: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # term → (doc positions, saturated tf)
     base: Any = None  # float64: each doc's prior
     does: dict[str, Any] = field(default_factory=dict)  # action → float64 mask of the docs doing it
+    takes: dict[str, Any] = field(default_factory=dict)  # shape kind → float64 mask of the docs taking it
     slugs: list[str] = field(default_factory=list)
 
     @property
@@ -225,10 +230,12 @@ def _merge(indexes: list[_ToolkitIndex]) -> _ToolkitIndex:
     offsets = list(itertools.accumulate((len(ix.slugs) for ix in indexes), initial=0))
     actions = dict.fromkeys(a for ix in indexes for a in ix.does)
     does = {a: np.concatenate([ix.does.get(a, np.zeros(len(ix.slugs))) for ix in indexes]) for a in actions}
+    kinds = dict.fromkeys(k for ix in indexes for k in ix.takes)
+    takes = {k: np.concatenate([ix.takes.get(k, np.zeros(len(ix.slugs))) for ix in indexes]) for k in kinds}
     return _ToolkitIndex(
         toolkit="+".join(ix.toolkit for ix in indexes), docs=[], postings={}, name_words=(), alias_of={},
         successor={}, vocab={}, arrays=_MergedPostings(indexes, offsets),
-        base=np.concatenate([ix.base for ix in indexes]), does=does,
+        base=np.concatenate([ix.base for ix in indexes]), does=does, takes=takes,
         slugs=[slug for ix in indexes for slug in ix.slugs], merged_sizes=[len(ix.slugs) for ix in indexes],
     )
 
@@ -238,6 +245,11 @@ def _slug_words(slug: str, toolkit: str) -> str:
     body = slug[len(prefix) :] if slug.upper().startswith(prefix) else slug
     # GitHub slugs spell "repos" as REPO_S and "gists" as GIST_S.
     return re.sub(r"_S(?=_|$)", "S", body)
+
+
+def _param_names(schema: Any) -> list[str]:
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    return [str(name) for name in props] if isinstance(props, dict) else []
 
 
 def _param_text(schema: Any) -> tuple[str, str]:
@@ -302,6 +314,7 @@ def _doc_for(tool: Mapping[str, Any], toolkit: str) -> _Doc:
         toolkit=toolkit,
         prior=prior,
         actions=tool_actions(words(_slug_words(slug, toolkit))),
+        takes=param_kinds(_param_names(tool.get("input_parameters"))),
         tokens=estimate_tokens(plain_definition(tool)),
         fields=fields,
         lengths={name: sum(c.values()) for name, c in fields.items()},
@@ -349,6 +362,8 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
         },
         base=np.array([doc.prior for doc in docs], dtype=np.float64),
         does={a: np.array([a in doc.actions for doc in docs], dtype=np.float64) for a in actions},
+        takes={k: np.array([k in doc.takes for doc in docs], dtype=np.float64)
+               for k in {k for doc in docs for k in doc.takes}},
         slugs=[doc.slug for doc in docs],
     )
 
@@ -446,6 +461,7 @@ class _Query:
     weights: dict[str, float] = field(default_factory=dict)
     action: str | None = None
     hints: frozenset[str] = frozenset()  # app words the request's shapes suggest
+    shapes: frozenset[str] = frozenset()  # the kinds of value its shapes give (number, email, …)
 
     def add(self, term: str, weight: float) -> None:
         if weight > self.weights.get(term, 0.0):
@@ -625,6 +641,7 @@ class ToolSelector:
         query = _Query()
         parsed = parse(text)
         query.hints = frozenset(stem(w) for w in parsed.hinted)
+        query.shapes = shape_kinds(parsed.entities)
         written = words(parsed.intent)
         raw = [self._correct(w) for w in written]
         query.action = request_action(raw, clause_starts(parsed.intent))
@@ -674,6 +691,9 @@ class ToolSelector:
         acc = merged.base + np.repeat([bonus[tk] for tk in toolkits], merged.sizes)
         if query.action is not None and query.action in merged.does:
             acc += _ACTION_BONUS * merged.does[query.action]
+        for kind in query.shapes & merged.takes.keys():
+            # Shared out so a request with many shapes does not outweigh one with a single shape.
+            acc += (_SLOT_BONUS / len(query.shapes)) * merged.takes[kind]
         for term, w in weights:
             hit = merged.arrays.get(term)
             if hit is not None:

@@ -371,6 +371,31 @@ _ENTITY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
 # Shapes that belong to one kind of app: ``acme/web``, ``acme/web#12``, ``feature/x`` are GitHub's
 # way of naming things (a hint, weaker than a URL: a drive folder can be "Legal/Contracts" too).
 _SHAPE_APPS: dict[str, str] = {"repository": "github", "branch": "github"}
+# Which parameters take the value a shape gives: a tool that takes ``issue_number`` is about the
+# ``#1777`` the request names; one that only filters a list by ``state`` is not.
+_SHAPE_PARAMS: dict[str, re.Pattern[str]] = {
+    "number": re.compile(r"(?:issue|pull|pr|discussion)_?number|^number$"),
+    "repository": re.compile(r"^(?:owner|repo|repository|repo_name|full_name)$"),
+    "email": re.compile(r"email|^to$|recipient|attendee"),
+    "url": re.compile(r"url|link|href|uri"),
+    "sha": re.compile(r"sha|commit"),
+    "branch": re.compile(r"branch|^ref$|^head$|^base$"),
+    "version": re.compile(r"tag|version|release"),
+    "path": re.compile(r"path|file"),
+    "user": re.compile(r"user|username|login|assignee|reviewer"),
+    "time": re.compile(r"time|date|start|end"),
+}
+
+
+def shape_kinds(entities: Iterable[str]) -> frozenset[str]:
+    """The kinds of value a request's shapes give (``acme/web#12`` → repository, number)."""
+    return frozenset(_SHAPE_PARAMS) & frozenset(entities)
+
+
+def param_kinds(param_names: Iterable[str]) -> frozenset[str]:
+    """The kinds of value a tool's parameters take (``issue_number`` → number)."""
+    names = [fold(n) for n in param_names]
+    return frozenset(kind for kind, pattern in _SHAPE_PARAMS.items() if any(pattern.search(n) for n in names))
 # Where a URL points says which app it belongs to.
 _URL_HINTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"docs\.google\.com/document"), "googledocs document"),
