@@ -265,6 +265,7 @@ _GROUPS: list[tuple[float, str, str]] = [
     (LOOSE, "unlock", "unfreeze thaw"),
     (LOOSE, "protection lock", "lock-down"),
     (LOOSE, "clear", "clean-out clear-out clean-up"),
+    (LOOSE, "trash", "bin binned"),
 ]
 
 PARTICLES: frozenset[str] = frozenset({"off", "on", "up", "down", "out", "back", "over", "in", "to"})
