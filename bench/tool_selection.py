@@ -1,6 +1,6 @@
 """Tool-selection benchmark: runs `lucy tools rank` and scores its output against gold tools.
 
-    .venv/bin/python bench/tool_selection.py            # dev (all / train / held-out), unseen, MetaTool
+    .venv/bin/python bench/tool_selection.py            # every set: dev and its parts, unseen, fresh, tune, blind, …
     .venv/bin/python bench/tool_selection.py --only dev # one set
 
 Scoring with several gold slugs per request (aliases, or equally good tools): a request counts as
@@ -50,9 +50,15 @@ SETS: dict[str, tuple[Path, Path, str]] = {
     # Written in round 2 before any round-2 change, and scored only as a whole (never inspected
     # per request), so it stays a fair check of whatever round 2 tuned on the other sets.
     "fresh": (ROOT / "tests" / "data" / "selection_fresh.jsonl", COMPOSIO, "all"),
+    # Round 3: requests written by a writer blind to the ranker, then tuned on (like dev-train).
+    "tune": (ROOT / "tests" / "data" / "selection_tune.jsonl", COMPOSIO, "all"),
+    # Round 3's held-out set: written blind to the ranker and scored only as a whole.
+    "blind": (ROOT / "tests" / "data" / "selection_blind.jsonl", COMPOSIO, "all"),
     "metatool": (SHARED / "bench" / "metatool" / "queries.jsonl", SHARED / "bench" / "metatool" / "tools", "all"),
 }
 K = 10
+# The requests no tuning ever looked at, scored together as well as set by set.
+NEVER_SEEN = ("dev-heldout", "unseen", "fresh", "blind")
 
 
 def held_out(request_id: str) -> bool:
@@ -176,6 +182,7 @@ def main() -> int:
         warm.embed_pending()
     cli_cache: dict[Path, tuple[dict[str, dict[str, Any]], float]] = {}
     rows: list[tuple[str, dict[str, float], dict[str, float], float]] = []
+    never_seen: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] = ([], {})
     for name in names:
         queries, catalog, which = SETS[name]
         requests = read_jsonl(queries)
@@ -184,6 +191,9 @@ def main() -> int:
         if queries not in cli_cache:
             cli_cache[queries] = run_cli(catalog, queries)
         answers, cli_seconds = cli_cache[queries]
+        if name in NEVER_SEEN:
+            never_seen[0].extend(requests)
+            never_seen[1].update(answers)
         # A fresh encoder per set: request vectors remembered from an earlier set would flatter the timing.
         rows.append((name, score(requests, answers), timings(catalog, requests, _embedder()), cli_seconds))
 
@@ -198,6 +208,12 @@ def main() -> int:
               f"| {t['select p50 ms']:.2f} / {t['select p99 ms']:.2f} "
               f"| {_ms(t['encode p50 ms'], t['encode p99 ms'])} "
               f"| {t['lexical p50 ms']:.2f} / {t['lexical p99 ms']:.2f} |")
+    if never_seen[0]:
+        m = score(*never_seen)
+        print(f"| never seen, pooled ({' + '.join(n for n in names if n in NEVER_SEEN)}) | {m['n']} "
+              f"| {m['r@1']:.3f} | {m['r@5']:.3f} | {m['r@10']:.3f} | {m['mrr']:.3f} | {m['ndcg@10']:.3f} "
+              f"| {m['ndcg@10 all']:.3f} | {m['in selected']:.3f} | {m['tool tokens']:.0f} | {m['tools sent']:.1f} "
+              "| | | | |")
     print()
     on = "on (static request encoder, full-model tool vectors)"
     print(f"sentence model: {on if embedder is not None else 'off (lexical ranking)'}")
