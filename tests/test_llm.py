@@ -188,17 +188,15 @@ async def test_fallback_on_another_endpoint_does_not_get_the_local_key(fake_llm:
     assert "api_base" not in other and "api_key" not in other
 
 
-async def test_a_garbage_answer_is_retried_then_the_fallback_answers(fake_llm: FakeLLM) -> None:
-    # Direct client only: litellm reads a 200 of garbage as an empty reply (the agent then says
-    # it has no answer), which is litellm's behaviour, not something Lucy can see through it.
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "whole"])
+async def test_a_garbage_answer_is_retried_then_the_fallback_answers(
+    fake_llm: FakeLLM, adapter: Make, streamed: bool
+) -> None:
+    # A 200 whose body is not a reply is a failed call on both clients, not an empty answer.
     fake_llm.script([garbage(), garbage(b"data: {not json\n\n")], model="flaky")
     fake_llm.script(text("from the backup"), model="backup")
-    llm = LiteLLM(LLMConfig(model="openai/flaky", fallbacks=("openai/backup",), api_base=fake_llm.base_url,
-                            max_retries=1), sleep=Sleeps())
-    try:
-        reply = await llm.complete(USER, [], on_text=_ignore)
-    finally:
-        await llm.aclose()
+    llm = adapter(fake_llm, "openai/flaky", fallbacks=("openai/backup",), max_retries=1)
+    reply = await llm.complete(USER, [], on_text=_ignore if streamed else None)
     assert reply.text == "from the backup"
     assert [r.model for r in fake_llm.requests] == ["flaky", "flaky", "backup"]
 

@@ -267,7 +267,8 @@ def test_requests_in_peoples_words_find_the_api_tool(
 
 def test_a_named_item_leads_to_the_tool_that_takes_it(selector: ToolSelector) -> None:
     # "#88" fills an issue_number: the labels *of that issue*, not of the repository.
-    assert selector.rank("what labels does acme/web#88 have", ["github"], limit=5)[0] == "GITHUB_LIST_LABELS_FOR_AN_ISSUE"
+    ranked = selector.rank("what labels does acme/web#88 have", ["github"], limit=5)
+    assert ranked[0] == "GITHUB_LIST_LABELS_FOR_AN_ISSUE"
 
 
 def test_quoted_payload_does_not_steer_the_choice(selector: ToolSelector) -> None:

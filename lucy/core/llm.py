@@ -272,6 +272,13 @@ class LiteLLM:
             delta = chunk.choices[0].delta if chunk.choices else None
             if delta is not None and delta.content:
                 await on_text(delta.content)
+        # A 200 whose body is no stream of replies (an HTML error page, nothing) comes out of
+        # litellm as one made-up "stop" chunk: no role, no text, no tool call. Built into a reply it
+        # would be an empty answer, and the turn would say it has none; it is a failed call instead,
+        # retried, then the next model. Every real reply's first delta names its role.
+        if not any(_says_something(chunk) for chunk in chunks):
+            raise self._lm.APIConnectionError(
+                message="the stream held no reply", llm_provider="", model=kwargs["model"])
         # Rebuilt here from the deltas when the server sent usage: litellm's stream_chunk_builder
         # costs ~2.5 ms of CPU per reply (litellm already ran it twice for its own bookkeeping).
         response = _assembled(chunks) or self._lm.stream_chunk_builder(chunks, messages=kwargs["messages"])
@@ -474,6 +481,11 @@ class LiteLLM:
         except Exception:  # litellm raises ModelNotMappedError or a bare Exception for unknown models
             return DEFAULT_CONTEXT_TOKENS
         return int(info.get("max_input_tokens") or info.get("max_tokens") or DEFAULT_CONTEXT_TOKENS)
+
+
+def _says_something(chunk: Any) -> bool:
+    delta = chunk.choices[0].delta if chunk.choices else None
+    return delta is not None and bool(delta.role or delta.content or delta.tool_calls)
 
 
 def _assembled(chunks: Sequence[Any]) -> Any | None:
