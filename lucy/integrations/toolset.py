@@ -40,6 +40,10 @@ class Selector(Protocol):
 
     def has_toolkit(self, toolkit: str) -> bool: ...
 
+    def embed_pending(self, toolkits: Iterable[str] | None = None) -> int:
+        """Compute the sentence vectors not cached yet (CPU-bound, seconds; 0 without a model)."""
+        ...
+
     def rank(self, text: str, toolkits: Iterable[str], *, history: str = "", limit: int = 50) -> list[str]: ...
 
     def select(
@@ -154,15 +158,13 @@ class WorkspaceToolset:
             for tk in toolkits:
                 if not self._selector.has_toolkit(tk.toolkit):
                     self._selector.add_toolkit(tk.toolkit, [dict(r) for r in tk.raw])
-        embed_pending = getattr(self._selector, "embed_pending", None)
-        if embed_pending is not None:
-            # Sentence vectors take seconds for a large toolkit the first time (then come from the
-            # disk cache); rankings stay lexical until they are ready, so no turn waits for them.
-            # A daemon thread, not the default executor: shutdown must not wait a minute for it.
-            names = [tk.toolkit for tk in toolkits]
-            thread = threading.Thread(target=self._embed, args=(embed_pending, names), daemon=True)
-            self._embedding = [t for t in self._embedding if t.is_alive()] + [thread]
-            thread.start()
+        # Sentence vectors take seconds for a large toolkit the first time (then come from the
+        # disk cache); rankings stay lexical until they are ready, so no turn waits for them.
+        # A daemon thread, not the default executor: shutdown must not wait a minute for it.
+        names = [tk.toolkit for tk in toolkits]
+        thread = threading.Thread(target=self._embed, args=(self._selector.embed_pending, names), daemon=True)
+        self._embedding = [t for t in self._embedding if t.is_alive()] + [thread]
+        thread.start()
 
     def _embed(self, embed_pending: Callable[[list[str]], int], toolkits: list[str]) -> None:
         try:
