@@ -248,6 +248,10 @@ def test_the_recent_thread_helps_a_short_follow_up(selector: ToolSelector) -> No
         ("mándale un correo a ana@acme.es", ["gmail", "notion"], {"GMAIL_SEND_EMAIL"}),
         ("lösche die Datei alt.pdf", ["googledrive"], {"GOOGLEDRIVE_GOOGLE_DRIVE_DELETE_FOLDER_OR_FILE_ACTION"}),
         ("déplace rapport.pdf dans le dossier Archives", ["googledrive"], {"GOOGLEDRIVE_MOVE_FILE"}),
+        ("¿qué cambió entre v1.0.0 y v1.1.0 en acme/api?", ["github"], {"GITHUB_COMPARE_TWO_COMMITS"}),
+        # a name is not a typo: "Retro" stays the page's title, it does not become "retry" (re-run)
+        ("append 'Sam fixes the tests' to the Retro 06/12 page", ["notion", "github"],
+         {"NOTION_APPEND_BLOCK_CHILDREN", "NOTION_ADD_MULTIPLE_PAGE_CONTENT"}),
         # a phrase, not its first word, says the action ("get rid of" deletes; "get" reads)
         ("get rid of the 'stale' label in acme/web", ["github"], {"GITHUB_DELETE_A_LABEL"}),
         # shapes: a code symbol is code to search; a file path and a bare version are content

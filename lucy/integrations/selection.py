@@ -59,6 +59,7 @@ from lucy.integrations.selection_text import (
     fold,
     param_kinds,
     parse,
+    proper_names,
     request_action,
     shape_kinds,
     split_tasks,
@@ -643,13 +644,15 @@ class ToolSelector:
         query.hints = frozenset(stem(w) for w in parsed.hinted)
         query.shapes = shape_kinds(parsed.entities)
         written = words(parsed.intent)
-        raw = [self._correct(w) for w in written]
+        names = proper_names(parsed.intent)
+        raw = [w if w in names else self._correct(w) for w in written]
         query.action = request_action(raw, clause_starts(parsed.intent))
         seq = [stem(w) for w in raw]
         content = [w for w, r in zip(seq, raw, strict=True) if r not in STOPWORDS]
         naming = set(content) | {stem(w) for w in parsed.apps}
         self._add_written(query, seq, raw, written)
-        for term, weight in expand(seq):
+        trust = [1.0 if r == w else _FIX_WEIGHT for r, w in zip(raw, written, strict=True)]
+        for term, weight in expand(seq, trust):
             query.add(term, weight * _EXPANSION_SCALE)
             if weight >= EXACT:
                 naming.add(term)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,9 @@ STOPWORDS: frozenset[str] = frozenset(
     hey hi hello ok okay just also too very really rn asap now then than into onto about up out over via
     lucy some someone anyone anything something what whats who whos whom which when where why how s t
     im ive id youre thats dont doesnt didnt isnt wasnt cant wont
+    el los las un una unos y o que del al por para con mi mis tu su sus es en de la lo le les des du une
+    et ou dans sur pour avec mon ma mes ce cette qui est der die das den dem ein eine einen einem und
+    oder mit auf fur von zu ist mein meine meinem meinen bitte noch e em um uma os meu minha da na no
     """
     )
 )
@@ -123,7 +126,8 @@ DATE = 0.3  # a day named in a request is often about the calendar, but not alwa
 _GROUPS: list[tuple[float, str, str]] = [
     # --- actions ----------------------------------------------------------------------------
     (LOOSE, "create", "make new add open start spin setup file log raise build init generate cut "
-     "spin-up set-up put write draft compose establish hook-up"),
+     "spin-up set-up put write draft compose establish"),
+    (LOOSE, "create webhook", "hook-up"),
     (LOOSE, "delete", "remove nuke trash kill drop erase wipe destroy rm del purge scrap discard "
      "get-rid take-down take-off bin ditch forget"),
     (LOOSE, "remove", "delete take-off pull-off kick unassign revoke strip drop"),
@@ -266,6 +270,16 @@ _GROUPS: list[tuple[float, str, str]] = [
     (LOOSE, "protection lock", "lock-down"),
     (LOOSE, "clear", "clean-out clear-out clean-up"),
     (LOOSE, "trash", "bin binned"),
+    (LOOSE, "compare commit", "entre zwischen cambio cambios"),
+    (EXACT, "milestone", "meilenstein hito jalon"),
+    (EXACT, "create add", "neuer neue neues nueva nuevo"),
+    (LOOSE, "instance", "occurrence occurrences recurrence recurring series"),
+    (LOOSE, "search web", "online web internet google-it look-up-online"),
+    (LOOSE, "assign assignee", "on-the-hook responsible"),
+    (LOOSE, "event timeline", "history"),
+    (LOOSE, "permission", "who-can can-see can-access can-view can-edit"),
+    (LOOSE, "artifact", "report coverage-report build-output binary binaries bundle"),
+    (LOOSE, "create add", "throw throw-on"),
 ]
 
 PARTICLES: frozenset[str] = frozenset({"off", "on", "up", "down", "out", "back", "over", "in", "to"})
@@ -302,19 +316,27 @@ for _key in LEXICON:
 LEXICON_WORDS: frozenset[str] = frozenset(w for key in LEXICON for w in key)
 
 
-def expand(stems: list[str]) -> list[tuple[str, float]]:
+def expand(stems: list[str], trust: Sequence[float] | None = None) -> list[tuple[str, float]]:
     """Expansion terms (stemmed) with their weight, for a stemmed word sequence.
 
     ``stems`` keeps stopwords so that phrases ("get rid of", "take … off") stay phrases; the
-    longest phrase wins and shadows the single words inside it.
+    longest phrase wins and shadows the single words inside it. ``trust`` (one factor a word,
+    default 1) scales what a phrase brings by its least trusted word: a word the spelling fix
+    guessed ("retro" → "retry") must not bring "re run" at full weight.
     """
+    factors = list(trust) if trust is not None else [1.0] * len(stems)
     out: list[tuple[str, float]] = []
+
+    def add(hit: tuple[tuple[str, float], ...], positions: Iterable[int]) -> None:
+        scale = min(factors[p] for p in positions)
+        out.extend((term, weight * scale) for term, weight in hit)
+
     used: set[int] = set()
     for i, first in enumerate(stems):
         for key in _GAPPED.get(first, ()):
             for j in range(i + 2, min(len(stems), i + 2 + _MAX_GAP)):
                 if stems[j] == key[1]:
-                    out.extend(LEXICON[key])
+                    add(LEXICON[key], (i, j))
                     used.update((i, j))
                     break
     i = 0
@@ -325,17 +347,13 @@ def expand(stems: list[str]) -> list[tuple[str, float]]:
         for n in range(min(MAX_PHRASE, len(stems) - i), 0, -1):
             hit = LEXICON.get(tuple(stems[i : i + n]))
             if hit is not None:
-                out.extend(hit)
+                add(hit, range(i, i + n))
                 i += n
                 break
         else:
             i += 1
     return out
 
-
-# ---------------------------------------------------------------------------------------------
-# The shape of a request: what it asks (intent), what it carries (payload), what it names.
-# ---------------------------------------------------------------------------------------------
 
 # Quoted text, code and what follows "…: " are the payload: titles, messages, code. Their words
 # say little about which tool to call ("Migrate auth to Clerk" is a row title, not a migration).
@@ -356,6 +374,8 @@ _ENTITY_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?<![\w/.])[\w.-]*/?[\w-]+\.(?:json|toml|py|ts|tsx|js|go|rs|md|txt|cfg|ini)\b", re.I),
      "file content path"),
     (re.compile(r"(?<![\w/.])[\w-]+\.(?:pdf|xlsx?|docx?|pptx?|csv|png|jpe?g|zip|mp4|mp3)\b", re.I), "file"),
+    # A dotfile (".nvmrc", ".env", ".github/CODEOWNERS"): a file of a repository.
+    (re.compile(r"(?<![\w/.])\.[a-z][\w-]*(?:/[\w.-]+)*"), "file content path"),
     # Git's branch-naming conventions (feature/x, fix/x, release/2025.06) before owner/repo.
     (re.compile(r"(?<![\w/:.@])(?:feature|feat|fix|bugfix|hotfix|release|chore|topic|dev)/[\w./-]+", re.I),
      "branch reference"),
@@ -563,6 +583,15 @@ def clause_starts(intent: str) -> frozenset[int]:
             starts.add(position + lead)
         position += len(seq)
     return frozenset(starts)
+
+
+_CAPITALISED = re.compile(r"(?<=[\w,;:'\")] )[A-Z][a-z]+\b")
+
+
+def proper_names(intent: str) -> frozenset[str]:
+    """Words written with a capital inside a sentence ("the Retro page", "ask Priya"): names and
+    titles, which the spelling fix must leave alone ("Retro" is not a typo of "retry")."""
+    return frozenset(fold(w) for w in _CAPITALISED.findall(intent))
 
 
 def _phrase_action(intent_words: list[str], i: int) -> str | None:
