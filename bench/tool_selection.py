@@ -53,14 +53,15 @@ SETS: dict[str, tuple[Path, Path, str]] = {
     # Round 3: requests written by a writer blind to the ranker, then tuned on (like dev-train).
     "tune": (ROOT / "tests" / "data" / "selection_tune.jsonl", COMPOSIO, "all"),
     # Round 3's held-out sets: written blind to the ranker and to every other set, scored only as a
-    # whole (blind-2 was written while round 3 went on, and first scored on its final state).
+    # whole (blind-2 and blind-3 were written while round 3 went on, first scored on its final state).
     "blind": (ROOT / "tests" / "data" / "selection_blind.jsonl", COMPOSIO, "all"),
     "blind-2": (ROOT / "tests" / "data" / "selection_blind2.jsonl", COMPOSIO, "all"),
+    "blind-3": (ROOT / "tests" / "data" / "selection_blind3.jsonl", COMPOSIO, "all"),
     "metatool": (SHARED / "bench" / "metatool" / "queries.jsonl", SHARED / "bench" / "metatool" / "tools", "all"),
 }
 K = 10
 # The requests no tuning ever looked at, scored together as well as set by set.
-NEVER_SEEN = ("dev-heldout", "unseen", "fresh", "blind", "blind-2")
+NEVER_SEEN = ("dev-heldout", "unseen", "fresh", "blind", "blind-2", "blind-3")
 
 
 def held_out(request_id: str) -> bool:
