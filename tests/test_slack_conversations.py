@@ -325,6 +325,21 @@ async def test_uninstall_removes_what_belongs_to_the_workspace(pool: Any, fake_s
     assert h.connections.forgotten == [fake_slack.team_id]  # its cached app list is dropped too
 
 
+async def test_starting_with_the_bot_token_in_the_environment_logs_no_false_warning(
+    pool: Any, fake_slack: FakeSlack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bolt reads SLACK_BOT_TOKEN itself and warns the client's token wins; Lucy passes the client
+    # on purpose, so a correctly configured deployment must not start with a warning.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", fake_slack.bot_token)
+    with caplog.at_level("WARNING"):
+        async with SlackHarness.start(pool, fake_slack, agent=ScriptedAgent([Answer("hi")])) as h:
+            msg = fake_slack.user_message(CHANNEL, "U0ALICE", "<@U0LUCY> hi")
+            await h.sender.event(fake_slack.app_mention_event(msg))
+            await h.idle()
+    assert [m.text for m in fake_slack.bot_messages_in(CHANNEL)] == ["hi"]
+    assert not [r for r in caplog.records if "will be unused" in r.getMessage()]
+
+
 def test_settings_helper_is_single_workspace_http(fake_slack: FakeSlack) -> None:
     s = slack_settings(fake_slack)
     assert not s.socket_mode and not s.multi_workspace and s.slack_configured

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -243,6 +244,23 @@ async def build_slack(deps: Deps, *, agent: Agent, connections: Connections, mem
     return SlackRuntime(app=app, routes=routes, conversations=conversations, tasks=tasks, claims=claims,
                         app_token=settings.slack_app_token,
                         sweeper=approvals.sweep_forever if approvals is not None else None)
+
+
+class _QuietTokenWarning(logging.Filter):
+    """Drops Bolt's start-up warning that ``SLACK_BOT_TOKEN`` "will be unused".
+
+    AsyncApp reads the variable itself even when given a client, and warns that the client wins.
+    Lucy passes everything explicitly (the client already holds the token), so in every
+    deployment with the variable set the warning says nothing but looks like a misconfiguration.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+_BOLT_APP_LOG = logging.getLogger("slack_bolt.AsyncApp")
+if not any(isinstance(f, _QuietTokenWarning) for f in _BOLT_APP_LOG.filters):
+    _BOLT_APP_LOG.addFilter(_QuietTokenWarning())
 
 
 def _bolt_app(settings: Settings, deps: Deps, claims: Claims, store: PgInstallationStore | None) -> AsyncApp:
