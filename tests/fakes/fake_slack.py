@@ -456,16 +456,23 @@ class FakeSlack:
                 self._socket_event.clear()
         return ws
 
-    async def socket_connected(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._socket_event.wait(), timeout)
+    async def socket_connected(self, timeout: float = 10.0, *, count: int = 1) -> None:
+        """Wait until ``count`` Socket Mode connections are open (one per instance of the app)."""
+        async with asyncio.timeout(timeout):
+            while len(self._sockets) < count:
+                await self._socket_event.wait()
+                if len(self._sockets) < count:
+                    await asyncio.sleep(0.01)
 
-    async def socket_send(self, payload: JSONDict, *, retry_attempt: int = 0, kind: str = "events_api") -> str:
-        """Send one envelope to the connected Socket Mode client; returns its envelope id."""
+    async def socket_send(self, payload: JSONDict, *, retry_attempt: int = 0, kind: str = "events_api",
+                          to: int = -1) -> str:
+        """Send one envelope to a connected Socket Mode client (``to``: which connection, in the
+        order they opened; Slack spreads envelopes over an app's connections); returns its id."""
         envelope_id = uuid.uuid4().hex
         envelope = {"envelope_id": envelope_id, "type": kind, "payload": payload,
                     "accepts_response_payload": kind != "events_api", "retry_attempt": retry_attempt,
                     "retry_reason": "timeout" if retry_attempt else ""}
-        await self._sockets[-1].send_json(envelope)
+        await self._sockets[to].send_json(envelope)
         return envelope_id
 
     # --- Web API methods ---------------------------------------------------------------------
