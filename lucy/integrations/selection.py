@@ -14,6 +14,9 @@ category tags — with:
 * name bigrams, so "issue comment" prefers *create an issue comment* over *create an issue*;
 * toolkit routing: a connected app named in the request ("in drive", "on linkedin", "gh") lifts
   that app's tools;
+* the request's action (read / create / update / delete, from the clause that gives the order)
+  lifts tools doing the same, and a tool that takes what the request's shapes give (``#88`` → an
+  ``issue_number``) is lifted too;
 * a catalog prior: Composio marks everyday tools ``important`` and rarely wanted ones
   ``mcpIgnore``; a small nudge breaks ties between near-synonyms toward the everyday one.
 * doer/action forms ("review" ↔ "reviewer", "assign" ↔ "assignee") as a weak expansion, and
