@@ -549,17 +549,20 @@ def tool_actions(slug_words: list[str]) -> frozenset[str]:
 _STEMMED_TOOL_VERBS: dict[str, str] = {stem(verb): action for verb, action in _TOOL_VERBS.items()}
 
 
+def _meaning_action(meaning: Iterable[tuple[str, float]]) -> str | None:
+    """The action of the first tool verb among a lexicon entry's words, if any."""
+    return next((action for term, _ in meaning if (action := _STEMMED_TOOL_VERBS.get(term)) is not None), None)
+
+
 def _phrasal_action(intent_words: list[str], i: int) -> str | None:
     """The action of a particle phrase the verb at ``i`` starts ("check … off" updates, "take …
     off" removes), from the lexicon's meaning of the phrase; None when it starts none."""
     first = stem(intent_words[i])
     for j in range(i + 1, min(len(intent_words), i + 2 + _MAX_GAP)):
         meaning = LEXICON.get((first, intent_words[j])) if intent_words[j] in PARTICLES else None
-        if meaning:
-            for term, _ in meaning:
-                action = _STEMMED_TOOL_VERBS.get(term)
-                if action is not None:
-                    return action
+        action = _meaning_action(meaning or ())
+        if action is not None:
+            return action
     return None
 
 
@@ -598,11 +601,9 @@ def _phrase_action(intent_words: list[str], i: int) -> str | None:
     """The action of a phrase of the lexicon starting at ``i`` ("get rid of" deletes, though
     "get" alone reads)."""
     for n in range(min(MAX_PHRASE, len(intent_words) - i), 1, -1):
-        meaning = LEXICON.get(tuple(stem(w) for w in intent_words[i : i + n]))
-        for term, _ in meaning or ():
-            action = _STEMMED_TOOL_VERBS.get(term)
-            if action is not None:
-                return action
+        action = _meaning_action(LEXICON.get(tuple(stem(w) for w in intent_words[i : i + n])) or ())
+        if action is not None:
+            return action
     return None
 
 
