@@ -232,10 +232,13 @@ def _merge(indexes: list[_ToolkitIndex]) -> _ToolkitIndex:
     import numpy as np
 
     offsets = list(itertools.accumulate((len(ix.slugs) for ix in indexes), initial=0))
-    actions = dict.fromkeys(a for ix in indexes for a in ix.does)
-    does = {a: np.concatenate([ix.does.get(a, np.zeros(len(ix.slugs))) for ix in indexes]) for a in actions}
-    kinds = dict.fromkeys(k for ix in indexes for k in ix.takes)
-    takes = {k: np.concatenate([ix.takes.get(k, np.zeros(len(ix.slugs))) for ix in indexes]) for k in kinds}
+
+    def stacked(masks: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = dict.fromkeys(k for m in masks for k in m)
+        return {k: np.concatenate([m.get(k, np.zeros(len(ix.slugs))) for m, ix in zip(masks, indexes, strict=True)])
+                for k in keys}
+
+    does, takes = stacked([ix.does for ix in indexes]), stacked([ix.takes for ix in indexes])
     return _ToolkitIndex(
         toolkit="+".join(ix.toolkit for ix in indexes), docs=[], postings={}, name_words=(), alias_of={},
         successor={}, vocab={}, arrays=_MergedPostings(indexes, offsets),
@@ -350,7 +353,6 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
                 vocab[w] = vocab.get(w, 0) + 1
     import numpy as np
 
-    actions = {a for doc in docs for a in doc.actions}
     return _ToolkitIndex(
         toolkit=toolkit,
         docs=docs,
@@ -365,11 +367,17 @@ def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -
             for term, plist in postings.items()
         },
         base=np.array([doc.prior for doc in docs], dtype=np.float64),
-        does={a: np.array([a in doc.actions for doc in docs], dtype=np.float64) for a in actions},
-        takes={k: np.array([k in doc.takes for doc in docs], dtype=np.float64)
-               for k in {k for doc in docs for k in doc.takes}},
+        does=_masks([doc.actions for doc in docs]),
+        takes=_masks([doc.takes for doc in docs]),
         slugs=[doc.slug for doc in docs],
     )
+
+
+def _masks(labels: list[frozenset[str]]) -> dict[str, Any]:
+    """label → float64 mask of the docs carrying it (an action they do, a kind of value they take)."""
+    import numpy as np
+
+    return {k: np.array([k in doc for doc in labels], dtype=np.float64) for k in sorted(set().union(*labels))}
 
 
 def _alias_groups(toolkit: str, tools: list[dict[str, Any]]) -> dict[str, str]:
@@ -624,14 +632,13 @@ class ToolSelector:
         self._fixes[word] = best
         return best
 
-    def _add_written(self, query: _Query, seq: list[str], raw: list[str], written: list[str]) -> None:
-        """The request's own words, their bigrams and their doer/action forms."""
+    def _add_written(self, query: _Query, seq: list[str], raw: list[str], trust: list[float]) -> None:
+        """The request's own words (each at its ``trust``), their bigrams and their doer/action forms."""
         content: list[str] = []
-        for term, r, w in zip(seq, raw, written, strict=True):
+        for term, r, t in zip(seq, raw, trust, strict=True):
             if r not in STOPWORDS:
-                # A spelling fix is a guess ("contract" is a word, not a typo of "contact"); a bare
-                # number ("PR 340", "to 3") names a thing, it is not a tool word.
-                query.add(term, _ENTITY_WEIGHT if term.isdigit() else 1.0 if r == w else _FIX_WEIGHT)
+                # A bare number ("PR 340", "to 3") names a thing, it is not a tool word.
+                query.add(term, _ENTITY_WEIGHT if term.isdigit() else t)
                 content.append(term)
         for bigram in _bigrams(content):
             query.add(bigram, _BIGRAM_WEIGHT)
@@ -653,8 +660,10 @@ class ToolSelector:
         seq = [stem(w) for w in raw]
         content = [w for w, r in zip(seq, raw, strict=True) if r not in STOPWORDS]
         naming = set(content) | {stem(w) for w in parsed.apps}
-        self._add_written(query, seq, raw, written)
+        # A spelling fix is a guess ("contract" is a word, not a typo of "contact"): the fixed word
+        # and what it expands to weigh as one.
         trust = [1.0 if r == w else _FIX_WEIGHT for r, w in zip(raw, written, strict=True)]
+        self._add_written(query, seq, raw, trust)
         for term, weight in expand(seq, trust):
             query.add(term, weight * _EXPANSION_SCALE)
             if weight >= EXACT:
