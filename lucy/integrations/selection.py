@@ -56,6 +56,7 @@ from lucy.integrations.selection_text import (
     LEXICON_WORDS,
     REQUEST_VERBS,
     STOPWORDS,
+    action_cue,
     clause_starts,
     embedding_text,
     expand,
@@ -63,7 +64,6 @@ from lucy.integrations.selection_text import (
     param_kinds,
     parse,
     proper_names,
-    request_action,
     shape_kinds,
     split_tasks,
     stem,
@@ -472,6 +472,7 @@ class Selection:
 class _Query:
     weights: dict[str, float] = field(default_factory=dict)
     action: str | None = None
+    sure: float = 0.0  # how surely the request asks for ``action`` (0–1)
     hints: frozenset[str] = frozenset()  # app words the request's shapes suggest
     shapes: frozenset[str] = frozenset()  # the kinds of value its shapes give (number, email, …)
 
@@ -656,7 +657,7 @@ class ToolSelector:
         written = words(parsed.intent)
         names = proper_names(parsed.intent)
         raw = [w if w in names else self._correct(w) for w in written]
-        query.action = request_action(raw, clause_starts(parsed.intent))
+        query.action, query.sure = action_cue(raw, clause_starts(parsed.intent))
         seq = [stem(w) for w in raw]
         content = [w for w, r in zip(seq, raw, strict=True) if r not in STOPWORDS]
         naming = set(content) | {stem(w) for w in parsed.apps}
@@ -705,7 +706,7 @@ class ToolSelector:
         # the scores are the same, bit for bit, as toolkit by toolkit.
         acc = merged.base + np.repeat([bonus[tk] for tk in toolkits], merged.sizes)
         if query.action is not None and query.action in merged.does:
-            acc += _ACTION_BONUS * merged.does[query.action]
+            acc += (_ACTION_BONUS * query.sure) * merged.does[query.action]
         for kind in query.shapes & merged.takes.keys():
             # Shared out so a request with many shapes does not outweigh one with a single shape.
             acc += (_SLOT_BONUS / len(query.shapes)) * merged.takes[kind]

@@ -491,15 +491,19 @@ READ, CREATE, UPDATE, DELETE = "read", "create", "update", "delete"
 
 _TOOL_VERBS: dict[str, str] = {
     **dict.fromkeys(_split("list get fetch retrieve find search query check download export read view lookup "
-                    "describe count compare is"), READ),
+                    "describe count compare is scrape crawl map extract detect discover screenshot"), READ),
     **dict.fromkeys(_split("create add insert upload post send reply forward generate start run dispatch new "
                     "request invite star follow fork copy duplicate render submit publish make "
-                    "schedule quick"), CREATE),
+                    "schedule quick like block ping redeliver rerequest dub append"), CREATE),
     **dict.fromkeys(_split("update patch edit modify set move rename replace mark merge enable disable lock "
-                    "unlock transfer sync approve assign toggle rerun re untrash restore"), UPDATE),
+                    "unlock transfer sync approve assign toggle rerun re untrash restore dismiss reschedule "
+                    "accept"), UPDATE),
     **dict.fromkeys(_split("delete remove cancel stop clear archive trash unstar unfollow revoke empty "
-                    "batch_delete"), DELETE),
+                    "batch_delete unlike unblock unwatch"), DELETE),
 }
+
+# Words after which a verb is a noun: "pull request", "workflow run", "check run", "a post".
+_NOUN_BEFORE = frozenset(_split("a an the pull workflow check calendar"))
 
 _REQUEST_VERBS: dict[str, str] = {
     **dict.fromkeys(_split("list show get find search see check look pull grab fetch tell view read summarize "
@@ -536,13 +540,16 @@ def tool_description(tool: Mapping[str, Any]) -> str:
 
 
 def tool_actions(slug_words: list[str]) -> frozenset[str]:
-    """The action classes of a tool: its slug's first verb (``ISSUES_CREATE`` → create), and
-    the verb after an "or" joined to it (``CREATE_OR_UPDATE_A_SECRET`` does both)."""
+    """The action classes of a tool, from its slug's first verb that is not a noun: the "request"
+    of ``DISMISS_A_REVIEW_FOR_A_PULL_REQUEST`` and the "list" of the older ``CALENDAR_LIST_INSERT``
+    name things. A verb after an "or" joins it (``CREATE_OR_UPDATE_A_SECRET`` does both)."""
     for i, w in enumerate(slug_words):
         action = _TOOL_VERBS.get(w)
-        if action is not None:
-            other = _TOOL_VERBS.get(slug_words[i + 2]) if slug_words[i + 1 : i + 2] == ["or"] else None
-            return frozenset({action} | ({other} if other else set()))
+        if action is None or (i > 0 and slug_words[i - 1] in _NOUN_BEFORE):
+            continue
+        joined = slug_words[i + 2] if slug_words[i + 1 : i + 2] == ["or"] and i + 2 < len(slug_words) else ""
+        other = _TOOL_VERBS.get(joined)
+        return frozenset({action} | ({other} if other else set()))
     return frozenset()
 
 
@@ -611,13 +618,20 @@ def _action_at(intent_words: list[str], i: int) -> str | None:
     return _phrasal_action(intent_words, i) or _phrase_action(intent_words, i) or _REQUEST_VERBS.get(intent_words[i])
 
 
-def request_action(intent_words: list[str], starts: frozenset[int] = frozenset()) -> str | None:
-    """The action class a request asks for, read with its particle when the two make a phrase.
+# How sure an action read off a verb inside a clause is (not an imperative opening a clause, not a
+# question word): on the tuning sets about half of them say what the request wants ("the deploy
+# died, can we get it going again" asks for no read), so the action nudges at half strength.
+_INNER_CUE = 0.5
+
+
+def action_cue(intent_words: list[str], starts: frozenset[int] = frozenset()) -> tuple[str | None, float]:
+    """The action class a request asks for, and how sure that reading is (0–1).
 
     An imperative wins: a clause that opens with an action verb says what to do, whatever the
     clauses before it describe ("raj is on leave, unassign him from #901" removes, though "is"
-    came first). Without one (``starts`` are where clauses begin), the first action word decides,
-    which for a question is its question word.
+    came first). Without one (``starts`` are where clauses begin), the first action word decides:
+    surely for a question word, less surely for a verb inside a clause. A verb is read with its
+    particle when the two make a phrase.
     """
     for i in sorted(starts):
         after = intent_words[i + 1] if i + 1 < len(intent_words) else ""
@@ -625,12 +639,17 @@ def request_action(intent_words: list[str], starts: frozenset[int] = frozenset()
         if i < len(intent_words) and intent_words[i] not in _QUESTION and not (after.isdigit() or after == "id"):
             action = _action_at(intent_words, i)
             if action is not None:
-                return action
+                return action, 1.0
     for i in range(len(intent_words)):
         action = _action_at(intent_words, i)
         if action is not None:
-            return action
-    return None
+            return action, 1.0 if intent_words[i] in _QUESTION else _INNER_CUE
+    return None, 0.0
+
+
+def request_action(intent_words: list[str], starts: frozenset[int] = frozenset()) -> str | None:
+    """The action class a request asks for (:func:`action_cue` without its sureness)."""
+    return action_cue(intent_words, starts)[0]
 
 
 # A second task joined to the first ("file an issue … and then put a reminder on my calendar"):
