@@ -57,11 +57,15 @@ SETS: dict[str, tuple[Path, Path, str]] = {
     "blind": (ROOT / "tests" / "data" / "selection_blind.jsonl", COMPOSIO, "all"),
     "blind-2": (ROOT / "tests" / "data" / "selection_blind2.jsonl", COMPOSIO, "all"),
     "blind-3": (ROOT / "tests" / "data" / "selection_blind3.jsonl", COMPOSIO, "all"),
+    # Round 4's held-out sets: two more writers, blind to the ranker and to every set but dev's
+    # format, each with their own team's voice; first scored on round 4's final ranker.
+    "blind-4": (ROOT / "tests" / "data" / "selection_blind4.jsonl", COMPOSIO, "all"),
+    "blind-5": (ROOT / "tests" / "data" / "selection_blind5.jsonl", COMPOSIO, "all"),
     "metatool": (SHARED / "bench" / "metatool" / "queries.jsonl", SHARED / "bench" / "metatool" / "tools", "all"),
 }
 K = 10
 # The requests no tuning ever looked at, scored together as well as set by set.
-NEVER_SEEN = ("dev-heldout", "unseen", "fresh", "blind", "blind-2", "blind-3")
+NEVER_SEEN = ("dev-heldout", "unseen", "fresh", "blind", "blind-2", "blind-3", "blind-4", "blind-5")
 
 
 def held_out(request_id: str) -> bool:
