@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from lucy.integrations.rank_cli import _embedder, load_catalog  # noqa: E402
+from lucy.integrations.rank_cli import _embedder, _phrasebook, load_catalog  # noqa: E402
 from lucy.integrations.selection import ToolSelector  # noqa: E402
 from lucy.integrations.selection_embed import ToolEmbedder  # noqa: E402
 from lucy.integrations.selection_text import embedding_text  # noqa: E402
@@ -128,7 +128,7 @@ def _p99(sorted_values: list[float]) -> float:
 
 
 def _selector(by_toolkit: dict[str, list[dict[str, Any]]], embedder: Any) -> ToolSelector:
-    selector = ToolSelector(embedder=embedder)
+    selector = ToolSelector(embedder=embedder, phrasebook=_phrasebook())
     for toolkit, tools in by_toolkit.items():
         selector.add_toolkit(toolkit, tools)
     return selector

@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     rank.add_argument("--catalog", required=True, help="a JSON file or a directory of JSON tool lists")
     rank.add_argument("--queries", required=True, help="JSONL file of {id, text, connected}")
     rank.add_argument("-k", type=int, default=10, help="how many ranked slugs to print (default 10)")
+    book = tools_sub.add_parser("phrasebook", help="write each tool's everyday requests with the configured model")
+    book.add_argument("--catalog", required=True, help="a JSON file or a directory of JSON tool lists")
+    book.add_argument("--toolkit", action="append", default=[], help="only this toolkit (repeatable)")
+    book.add_argument("--out", help="where to write <toolkit>.json (default $LUCY_DATA_DIR/phrasebooks)")
 
     audit = sub.add_parser("audit", help="print the audit log of a workspace")
     audit.add_argument("--workspace", required=True, help="workspace id (T…)")
@@ -39,14 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "tools":
-        if args.tools_command != "rank":
-            parser.parse_args(["tools", "--help"])
-            return 2
+    if args.command == "tools" and args.tools_command == "rank":
         # Offline and light: must not import litellm or composio.
         from lucy.integrations.rank_cli import run_rank
 
         return run_rank(args.catalog, args.queries, args.k)
+    if args.command == "tools" and args.tools_command != "phrasebook":
+        parser.parse_args(["tools", "--help"])
+        return 2
     return _run_with_settings(args)
 
 
@@ -85,6 +89,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lucy.chat import run_chat
 
         return run_chat(settings, workspace=args.workspace, user=args.user)
+    if args.command == "tools":
+        from lucy.integrations.phrasebook_cli import run_phrasebook
+
+        return run_phrasebook(settings, args.catalog, args.toolkit, args.out)
     if args.command == "audit":
         from lucy.audit_cli import run_audit
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lucy.integrations import phrasebook
 from lucy.integrations.selection import Embedder, ToolSelector, meta_tools
 from lucy.integrations.selection_embed import ModelUnavailable, embedder_for
 
@@ -54,23 +55,33 @@ def _answer(selector: ToolSelector, request: dict[str, Any], k: int, all_toolkit
             "tool_tokens": selection.tool_tokens}
 
 
-def _embedder() -> Embedder | None:
-    """The sentence encoder the settings name, or None (said once on stderr) to rank lexically."""
+def _settings() -> tuple[Path, str]:
+    """The data directory and the sentence-model choice the settings name (defaults if unreadable)."""
     from lucy.config import load_settings
     from lucy.errors import ConfigError
 
     try:
         settings = load_settings()
-        data_dir, choice = settings.data_dir, settings.embedding_model.strip()
+        return settings.data_dir, settings.embedding_model.strip()
     except ConfigError as exc:
         # An unrelated bad setting must not stop an offline command; the defaults still apply.
         print(f"lucy tools rank: ignoring the settings ({exc})", file=sys.stderr)
-        data_dir, choice = Path(".lucy"), ""
+        return Path(".lucy"), ""
+
+
+def _embedder() -> Embedder | None:
+    """The sentence encoder the settings name, or None (said once on stderr) to rank lexically."""
+    data_dir, choice = _settings()
     try:
         return embedder_for(data_dir, choice)
     except ModelUnavailable as exc:
         print(f"lucy tools rank: ranking lexically, no sentence model ({exc})", file=sys.stderr)
         return None
+
+
+def _phrasebook() -> dict[str, tuple[str, ...]]:
+    """The shipped phrasebooks and the data directory's (:mod:`lucy.integrations.phrasebook`)."""
+    return phrasebook.load(phrasebook.phrasebook_dirs(_settings()[0]))
 
 
 def run_rank(catalog: str, queries: str, k: int) -> int:
@@ -93,7 +104,7 @@ def run_rank(catalog: str, queries: str, k: int) -> int:
         except json.JSONDecodeError as exc:
             print(f"lucy tools rank: {queries}:{number}: not JSON ({exc.msg})", file=sys.stderr)
             return 2
-    selector = ToolSelector(embedder=_embedder())
+    selector = ToolSelector(embedder=_embedder(), phrasebook=_phrasebook())
     for toolkit, tools in by_toolkit.items():
         selector.add_toolkit(toolkit, tools)
     # Only the toolkits some request connects need vectors (GitHub alone is 831 tools).

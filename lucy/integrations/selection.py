@@ -43,7 +43,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -136,6 +136,7 @@ _FIELDS: dict[str, tuple[float, float]] = {
     "params": (0.4, 0.5),
     "pdesc": (0.15, 0.75),
     "tags": (1.0, 0.3),
+    "asks": (0.5, 0.75),
 }
 _K1 = 1.2
 _BIGRAM_WEIGHT = 0.5  # of a name bigram hit, relative to a query word
@@ -301,7 +302,7 @@ def _counts(items: Iterable[str]) -> dict[str, int]:
     return out
 
 
-def _doc_for(tool: Mapping[str, Any], toolkit: str) -> _Doc:
+def _doc_for(tool: Mapping[str, Any], toolkit: str, asks: Sequence[str] = ()) -> _Doc:
     slug = str(tool["slug"])
     name_tokens = tokens(_slug_words(slug, toolkit)) + tokens(str(tool.get("name") or ""))
     description = tool_description(tool)[:_DESC_CHARS]
@@ -313,6 +314,7 @@ def _doc_for(tool: Mapping[str, Any], toolkit: str) -> _Doc:
         "params": _counts(tokens(param_names)),
         "pdesc": _counts(tokens(param_descriptions)),
         "tags": _counts(tokens(" ".join(t for t in tags if fold(t) not in _HINT_TAGS))),
+        "asks": _counts(tokens(" ".join(asks))),
     }
     lowered = {fold(t) for t in tags}
     prior = (_PRIOR_IMPORTANT if "important" in lowered else 0.0) + (_PRIOR_IGNORED if "mcpignore" in lowered else 0.0)
@@ -328,9 +330,10 @@ def _doc_for(tool: Mapping[str, Any], toolkit: str) -> _Doc:
     )
 
 
-def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str) -> _ToolkitIndex:
+def _build_index(toolkit: str, tools: list[dict[str, Any]], display_name: str,
+                 phrasebook: Mapping[str, Sequence[str]]) -> _ToolkitIndex:
     tools = [tool for tool in tools if tool.get("slug")]
-    docs = [_doc_for(tool, toolkit) for tool in tools]
+    docs = [_doc_for(tool, toolkit, phrasebook.get(str(tool["slug"]), ())) for tool in tools]
     avg: dict[str, float] = {f: (sum(d.lengths[f] for d in docs) / len(docs) or 1.0) if docs else 1.0 for f in _FIELDS}
     postings: dict[str, list[tuple[int, float]]] = {}
     for pos, doc in enumerate(docs):
@@ -516,8 +519,10 @@ class ToolSelector:
             :meth:`add_toolkit`; :meth:`embed_pending` computes the rest).
     """
 
-    def __init__(self, *, k: int = 20, token_budget: int = 8000, embedder: Embedder | None = None) -> None:
+    def __init__(self, *, k: int = 20, token_budget: int = 8000, embedder: Embedder | None = None,
+                 phrasebook: Mapping[str, Sequence[str]] | None = None) -> None:
         self.k = k
+        self._phrasebook: Mapping[str, Sequence[str]] = phrasebook or {}
         self.token_budget = token_budget
         self._embedder = embedder
         self._indexes: dict[str, _ToolkitIndex] = {}
@@ -538,7 +543,7 @@ class ToolSelector:
         if key in self._indexes:
             return
         display = next((str(t["toolkit"].get("name")) for t in tools if isinstance(t.get("toolkit"), dict)), key)
-        index = _build_index(key, tools, display)
+        index = _build_index(key, tools, display, self._phrasebook)
         if self._embedder is not None:
             index.vectors = self._embedder.cached(key, index.tools)
         self._indexes[key] = index
@@ -858,4 +863,6 @@ def selector_from_settings(settings: Settings) -> ToolSelector:
     except ModelUnavailable as exc:
         get_logger("lucy.integrations.selection").info("tool selection is lexical: no sentence model", reason=str(exc))
         embedder = None
-    return ToolSelector(embedder=embedder)
+    from lucy.integrations import phrasebook
+
+    return ToolSelector(embedder=embedder, phrasebook=phrasebook.load(phrasebook.phrasebook_dirs(settings.data_dir)))
