@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     rank.add_argument("--catalog", required=True, help="a JSON file or a directory of JSON tool lists")
     rank.add_argument("--queries", required=True, help="JSONL file of {id, text, connected}")
     rank.add_argument("-k", type=int, default=10, help="how many ranked slugs to print (default 10)")
+    rank.add_argument("--phrasebooks", action="append", default=[], metavar="DIR",
+                      help="also read tool phrasebooks from DIR (repeatable; after the shipped and data-dir ones)")
     book = tools_sub.add_parser("phrasebook", help="write each tool's everyday requests with the configured model")
     book.add_argument("--catalog", required=True, help="a JSON file or a directory of JSON tool lists")
     book.add_argument("--toolkit", action="append", default=[], help="only this toolkit (repeatable)")
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Offline and light: must not import litellm or composio.
         from lucy.integrations.rank_cli import run_rank
 
-        return run_rank(args.catalog, args.queries, args.k)
+        return run_rank(args.catalog, args.queries, args.k, args.phrasebooks)
     if args.command == "tools" and args.tools_command != "phrasebook":
         parser.parse_args(["tools", "--help"])
         return 2

@@ -9,12 +9,14 @@ With the sentence model in place (``scripts/_setup.sh`` puts it in ``.lucy/model
 ``LUCY_EMBEDDING_MODEL``) rankings fuse lexical and sentence similarity; the vectors of the
 toolkits the requests connect, and the static request encoder, are computed once and cached in
 ``.lucy/cache/embeddings``. Without it the command ranks lexically and says so once on stderr.
+Tools are indexed with their phrasebooks: the shipped ones and ``$LUCY_DATA_DIR/phrasebooks``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +81,12 @@ def _embedder() -> Embedder | None:
         return None
 
 
-def _phrasebook() -> dict[str, tuple[str, ...]]:
-    """The shipped phrasebooks and the data directory's (:mod:`lucy.integrations.phrasebook`)."""
-    return phrasebook.load(phrasebook.phrasebook_dirs(_settings()[0]))
+def _phrasebook(extra: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
+    """The shipped phrasebooks, the data directory's, then ``extra`` ones (:mod:`.phrasebook`)."""
+    return phrasebook.load([*phrasebook.phrasebook_dirs(_settings()[0]), *map(Path, extra)])
 
 
-def run_rank(catalog: str, queries: str, k: int) -> int:
+def run_rank(catalog: str, queries: str, k: int, phrasebooks: Sequence[str] = ()) -> int:
     try:
         by_toolkit = load_catalog(catalog)
     except (OSError, ValueError) as exc:
@@ -104,7 +106,7 @@ def run_rank(catalog: str, queries: str, k: int) -> int:
         except json.JSONDecodeError as exc:
             print(f"lucy tools rank: {queries}:{number}: not JSON ({exc.msg})", file=sys.stderr)
             return 2
-    selector = ToolSelector(embedder=_embedder(), phrasebook=_phrasebook())
+    selector = ToolSelector(embedder=_embedder(), phrasebook=_phrasebook(phrasebooks))
     for toolkit, tools in by_toolkit.items():
         selector.add_toolkit(toolkit, tools)
     # Only the toolkits some request connects need vectors (GitHub alone is 831 tools).

@@ -5,8 +5,10 @@ a request at 128 tools and models choose worse as the list grows. :class:`ToolSe
 connected toolkits' tools for the request with a lexical ranker that runs offline in about a
 millisecond, and packs the best ones into a per-turn budget (K tools, N tokens).
 
-The ranker is BM25F over four fields of each tool — slug and name, description, parameter names,
-category tags — with:
+The ranker is BM25F over the fields of each tool — slug and name, description, parameter names
+and descriptions, category tags, and its phrasebook (:mod:`lucy.integrations.phrasebook`: four
+requests people would type for it, written from its definition, so everyday words meet API
+words from the tool's side too) — with:
 
 * query normalisation and expansion (:mod:`lucy.integrations.selection_text`): case and accents
   folded, identifiers split, light stemming, a lexicon of how people talk about apps ("PR",
@@ -136,7 +138,7 @@ _FIELDS: dict[str, tuple[float, float]] = {
     "params": (0.4, 0.5),
     "pdesc": (0.15, 0.75),
     "tags": (1.0, 0.3),
-    "asks": (0.5, 0.75),
+    "asks": (0.5, 0.75),  # the phrasebook: people's words, but four guesses of them (chosen on dev-train + tune)
 }
 _K1 = 1.2
 _BIGRAM_WEIGHT = 0.5  # of a name bigram hit, relative to a query word
@@ -517,6 +519,8 @@ class ToolSelector:
         embedder: sentence vectors to fuse with the lexical scores; None ranks lexically. A
             toolkit is fused only once its vectors exist (cached ones are picked up by
             :meth:`add_toolkit`; :meth:`embed_pending` computes the rest).
+        phrasebook: slug → requests people would type for that tool, indexed with it (read when
+            a toolkit is added); a tool without an entry is ranked on its definition alone.
     """
 
     def __init__(self, *, k: int = 20, token_budget: int = 8000, embedder: Embedder | None = None,
