@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     rank.add_argument("--phrasebooks", action="append", default=[], metavar="DIR",
                       help="also read tool phrasebooks from DIR (repeatable; after the shipped and data-dir ones)")
     book = tools_sub.add_parser("phrasebook", help="write each tool's everyday requests with the configured model")
-    book.add_argument("--catalog", required=True, help="a JSON file or a directory of JSON tool lists")
+    book.add_argument("--catalog", help="a JSON file or a directory of JSON tool lists (default: ask Composio)")
     book.add_argument("--toolkit", action="append", default=[], help="only this toolkit (repeatable)")
     book.add_argument("--out", help="where to write <toolkit>.json (default $LUCY_DATA_DIR/phrasebooks)")
 

@@ -15,6 +15,7 @@ import pytest
 from lucy.integrations import phrasebook
 from lucy.integrations.rank_cli import load_catalog
 from lucy.integrations.selection import ToolSelector
+from tests.fakes.fake_composio import FakeComposio
 from tests.fakes.fake_llm import FakeLLM, RecordedRequest, Reply, text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +42,13 @@ def writer(request: RecordedRequest) -> Reply:
     return text("Here you go:\n```json\n" + json.dumps(asks) + "\n```")
 
 
-async def _run(fake_llm: FakeLLM, tmp_path: Path, catalog: Path) -> tuple[int, str, str]:
+async def _run(fake_llm: FakeLLM, tmp_path: Path, catalog: Path | None, *args: str,
+               **env_extra: str) -> tuple[int, str, str]:
     env = {**os.environ, "LLM_MODEL": "openai/fake", "LLM_API_BASE": fake_llm.base_url, "LLM_API_KEY": "sk-test",
-           "LUCY_DATA_DIR": str(tmp_path / "data"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+           "LUCY_DATA_DIR": str(tmp_path / "data"), "LITELLM_LOCAL_MODEL_COST_MAP": "True", **env_extra}
+    where = ["--catalog", str(catalog)] if catalog else []
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lucy", "tools", "phrasebook", "--catalog", str(catalog),
+        sys.executable, "-m", "lucy", "tools", "phrasebook", *where, *args,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
@@ -67,6 +70,26 @@ async def test_the_command_writes_every_tools_asks_and_a_second_run_asks_nothing
 
     code, out, _ = await _run(fake_llm, tmp_path, _small_catalog(tmp_path))
     assert code == 0 and len(fake_llm.requests) == 1  # everything had asks: the model is not asked again
+
+
+async def test_without_a_catalog_the_toolkits_tools_come_from_composio(
+    fake_llm: FakeLLM, fake_composio: FakeComposio, tmp_path: Path,
+) -> None:
+    fake_llm.responder = writer
+    code, out, err = await _run(fake_llm, tmp_path, None, "--toolkit", "googletasks",
+                                COMPOSIO_API_KEY=fake_composio.api_key, COMPOSIO_BASE_URL=fake_composio.base_url)
+
+    tasks = [t["slug"] for t in fake_composio.tools if t["slug"].startswith("GOOGLETASKS_")]
+    assert code == 0, err
+    assert f"googletasks: {len(tasks)} of {len(tasks)} tools have asks" in out
+    assert sorted(phrasebook.load([tmp_path / "data" / "phrasebooks"])) == sorted(tasks)
+    assert all(s.startswith("GOOGLETASKS_") for r in fake_llm.requests for s in (b["slug"] for b in _briefs(r)))
+
+
+async def test_the_command_needs_a_catalog_or_a_toolkit(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    code, _, err = await _run(fake_llm, tmp_path, None)
+    assert code == 2 and "name a --catalog, or the --toolkit(s) to fetch from Composio" in err
+    assert fake_llm.requests == []
 
 
 async def test_an_unusable_answer_keeps_nothing_and_says_to_run_again(fake_llm: FakeLLM, tmp_path: Path) -> None:
