@@ -100,6 +100,10 @@ WHERE: dict[str, str] = {
         "Use off for lexical tool selection only, or the directory of an all-MiniLM-L6-v2 model; "
         "unset = <LUCY_DATA_DIR>/models/all-MiniLM-L6-v2 when scripts/_setup.sh has put it there."
     ),
+    "LUCY_PHRASEBOOK_AUTO": (
+        "Use true (default) to let Lucy write, with the LLM, the phrasebook of a connected app it ships "
+        "none for, or false to never spend model calls on it (lucy tools phrasebook writes one by hand)."
+    ),
 }
 
 
@@ -156,6 +160,8 @@ class Settings(BaseSettings):
     tool_output_max_chars: int = Field(20000, alias="LUCY_TOOL_OUTPUT_MAX_CHARS", ge=500)
     # Tool selection's sentence encoder (lucy/integrations/selection_embed.py); "" = the default place.
     embedding_model: str = Field("", alias="LUCY_EMBEDDING_MODEL")
+    # Write the phrasebook of a connected toolkit that has none, with the LLM, in the background.
+    phrasebook_auto: bool = Field(True, alias="LUCY_PHRASEBOOK_AUTO")
     # Several instances and shutdown (lucy/serve.py).
     shutdown_grace_seconds: float = Field(20.0, alias="LUCY_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)
     db_pool_size: int = Field(20, alias="LUCY_DB_POOL_SIZE", ge=2, le=1000)

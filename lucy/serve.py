@@ -190,7 +190,7 @@ async def _build_slack(deps: Deps) -> tuple[Any, Callable[[], Awaitable[None]]]:
     # metrics: tool executions by status and the connected-apps cache hit ratio on /metrics.
     records = deps.records_pool or deps.pool
     integrations = build_integrations(settings, deps.pool, deps.cache, client=client, metrics=deps.metrics,
-                                      audit_pool=records)
+                                      audit_pool=records, llm=llm)
     await integrations.connections.refresh_known_toolkits()  # for /lucy-connect's loose matching
     memory = ThreadMemory(records)
     # Approval policy, injection containment and the tool rate limit in front of the worker; the

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lucy.cache import memory_cache
 from lucy.core.types import CONNECT_APP, SEARCH_TOOLS
+from lucy.integrations import phrasebook
 from lucy.integrations.composio_client import ComposioClient
 from lucy.integrations.registry import IntegrationRegistry
 from lucy.integrations.schemas import ToolSchemaCache, tool_name
@@ -130,3 +135,90 @@ async def test_tools_used_earlier_in_the_thread_stay_available(
     assert "GITHUB_ADD_LABELS_TO_AN_ISSUE" not in plain
     assert pinned[0] == "GITHUB_ADD_LABELS_TO_AN_ISSUE"
     assert len([n for n in pinned if n not in (SEARCH_TOOLS, CONNECT_APP)]) <= 5
+
+
+# --- a phrasebook for an app Lucy ships none for, written in the background -------------------
+
+TIDY = "sweep away everything I've ticked off"  # none of these words is in Google Tasks' definitions
+
+
+def _asks_writer(request: Any) -> Any:
+    """The model: four asks a tool; for clearing completed tasks, the words people use for it."""
+    from tests.fakes.fake_llm import text
+
+    briefs = [json.loads(line) for line in str(request.messages[-1]["content"]).splitlines()]
+    asks = {b["slug"]: [f"{b['name']} please", f"{b['name']} now", f"can you {b['name']}?", f"{b['name']} for work"]
+            for b in briefs}
+    if "GOOGLETASKS_CLEAR_TASKS" in asks:
+        asks["GOOGLETASKS_CLEAR_TASKS"][0] = TIDY
+    return text(json.dumps(asks))
+
+
+@pytest.fixture
+async def llm(fake_llm: Any) -> AsyncIterator[Any]:
+    from lucy.config import Settings
+    from lucy.core.llm import LiteLLM, LLMConfig
+
+    settings = Settings(_env_file=None, LLM_MODEL="openai/fake", LLM_API_BASE=fake_llm.base_url,  # type: ignore[call-arg]
+                        LLM_API_KEY="sk-test")
+    model = LiteLLM(dataclasses.replace(LLMConfig.from_settings(settings), max_retries=0))
+    yield model
+    await model.aclose()
+
+
+def _writer(llm: Any, directory: Path) -> Any:
+    from lucy.integrations.phrasebook_writer import PhrasebookWriter
+
+    return PhrasebookWriter(llm, directory, "openai/fake")
+
+
+async def _first_app_tool(toolset: WorkspaceToolset, workspace: str) -> str:
+    return next(n for n in names(await toolset.tools_for_turn(workspace, TIDY)) if n not in (SEARCH_TOOLS, CONNECT_APP))
+
+
+async def test_an_app_without_a_phrasebook_gets_one_written_once_and_ranks_with_it(
+    parts: tuple[IntegrationRegistry, ToolSchemaCache], fake_composio: FakeComposio, fake_llm: Any, llm: Any,
+    tmp_path: Path,
+) -> None:
+    registry, schemas = parts
+    fake_llm.responder = _asks_writer
+    fake_composio.connect("T1", "googletasks")
+    fake_composio.connect("T2", "googletasks")
+    toolset = WorkspaceToolset(registry, schemas, selector=ToolSelector(k=5), phrasebook_writer=_writer(
+        llm, tmp_path / "phrasebooks"))
+
+    before = await _first_app_tool(toolset, "T1")  # ranked on the definitions while the model writes
+    for _ in range(200):
+        if await _first_app_tool(toolset, "T1") == "GOOGLETASKS_CLEAR_TASKS":
+            break
+        await asyncio.sleep(0.05)
+
+    assert before != "GOOGLETASKS_CLEAR_TASKS"
+    assert await _first_app_tool(toolset, "T1") == "GOOGLETASKS_CLEAR_TASKS"
+    assert await _first_app_tool(toolset, "T2") == "GOOGLETASKS_CLEAR_TASKS"  # another workspace, same index
+    written = phrasebook.load([tmp_path / "phrasebooks"])
+    assert len(written) == 14 and written["GOOGLETASKS_CLEAR_TASKS"][0] == TIDY  # kept for the next start
+    assert len(fake_llm.requests) == 1  # 14 tools, one batch, written once for both workspaces
+    await toolset.aclose()
+
+
+async def test_a_failing_model_leaves_selection_on_the_definitions(
+    parts: tuple[IntegrationRegistry, ToolSchemaCache], fake_composio: FakeComposio, fake_llm: Any, llm: Any,
+    tmp_path: Path,
+) -> None:
+    registry, schemas = parts
+    fake_llm.down("fake", 503)
+    fake_composio.connect("T1", "googletasks")
+    toolset = WorkspaceToolset(registry, schemas, selector=ToolSelector(k=5), phrasebook_writer=_writer(
+        llm, tmp_path / "phrasebooks"))
+
+    first = names(await toolset.tools_for_turn("T1", "clear my completed tasks"))
+    for _ in range(100):  # until the one attempt has been made
+        if fake_llm.requests:
+            break
+        await asyncio.sleep(0.05)
+    await toolset.aclose()
+    again = names(await toolset.tools_for_turn("T1", "clear my completed tasks"))
+
+    assert first == again and "GOOGLETASKS_CLEAR_TASKS" in first  # the turn never depended on it
+    assert len(fake_llm.requests) == 1 and phrasebook.load([tmp_path / "phrasebooks"]) == {}

@@ -526,7 +526,7 @@ class ToolSelector:
     def __init__(self, *, k: int = 20, token_budget: int = 8000, embedder: Embedder | None = None,
                  phrasebook: Mapping[str, Sequence[str]] | None = None) -> None:
         self.k = k
-        self._phrasebook: Mapping[str, Sequence[str]] = phrasebook or {}
+        self._phrasebook: dict[str, Sequence[str]] = dict(phrasebook or {})
         self.token_budget = token_budget
         self._embedder = embedder
         self._indexes: dict[str, _ToolkitIndex] = {}
@@ -544,18 +544,34 @@ class ToolSelector:
     def add_toolkit(self, toolkit: str, tools: list[dict[str, Any]]) -> None:
         """Index ``tools`` (raw Composio tool dicts) of ``toolkit``; a second call is a no-op."""
         key = toolkit.lower()
-        if key in self._indexes:
-            return
+        if key not in self._indexes:
+            self._install(key, tools, None)
+
+    def _install(self, key: str, tools: list[dict[str, Any]], vectors: Any) -> None:
         display = next((str(t["toolkit"].get("name")) for t in tools if isinstance(t.get("toolkit"), dict)), key)
         index = _build_index(key, tools, display, self._phrasebook)
         if self._embedder is not None:
-            index.vectors = self._embedder.cached(key, index.tools)
+            index.vectors = vectors if vectors is not None else self._embedder.cached(key, index.tools)
         self._indexes[key] = index
-        for pos, doc in enumerate(index.docs):
+        for pos, doc in enumerate(index.docs):  # re-indexing keeps the tools' order: positions hold
             self._where.setdefault(doc.slug, (key, pos))
         self._stacked = {}
         self._merged_indexes = {}
         self._refresh_shared()
+
+    def unphrased(self, toolkit: str) -> list[dict[str, Any]]:
+        """The indexed tools of ``toolkit`` that have no phrasebook entry yet."""
+        index = self._indexes.get(toolkit.lower())
+        return [] if index is None else [t for t in index.tools if str(t["slug"]) not in self._phrasebook]
+
+    def teach(self, toolkit: str, asks: Mapping[str, Sequence[str]]) -> None:
+        """Add phrasebook entries and re-index ``toolkit`` with them (its sentence vectors, which
+        do not depend on them, are kept)."""
+        self._phrasebook.update(asks)
+        key = toolkit.lower()
+        index = self._indexes.get(key)
+        if index is not None:
+            self._install(key, index.tools, index.vectors)
 
     def has_toolkit(self, toolkit: str) -> bool:
         return toolkit.lower() in self._indexes

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,10 @@ class Selector(Protocol):
 
     def has_toolkit(self, toolkit: str) -> bool: ...
 
+    def unphrased(self, toolkit: str) -> list[dict[str, Any]]: ...
+
+    def teach(self, toolkit: str, asks: Mapping[str, Sequence[str]]) -> None: ...
+
     def embed_pending(self, toolkits: Iterable[str] | None = None) -> int:
         """Compute the sentence vectors not cached yet (CPU-bound, seconds; 0 without a model)."""
         ...
@@ -56,6 +60,10 @@ class Selector(Protocol):
         definitions: Mapping[str, ToolDef] | None = None,
         meta: Iterable[ToolDef] = (),
     ) -> SelectionLike: ...
+
+
+# Writes the asks of a toolkit's tools (``PhrasebookWriter``): toolkit, its tools → slug → asks.
+PhraseWriter = Callable[[str, list[dict[str, Any]]], Awaitable[Mapping[str, Sequence[str]]]]
 
 
 def default_meta_tools(unconnected: Iterable[str]) -> list[ToolDef]:
@@ -115,6 +123,8 @@ class WorkspaceToolset:
         connectable: toolkits that could be connected (``Connections.known_toolkits``), for the
             ``connect_app`` enum.
         meta_tools: builds the meta-tool definitions; None → no meta-tools.
+        phrasebook_writer: writes the phrasebook of a toolkit whose tools have none, once per
+            process, in the background (turns meanwhile rank on the definitions); None → never.
     """
 
     def __init__(
@@ -127,6 +137,7 @@ class WorkspaceToolset:
         meta_tools: Callable[[Iterable[str]], list[ToolDef]] | None = default_meta_tools,
         max_tools: int = MAX_TOOLS,
         search_limit: int = SEARCH_LIMIT,
+        phrasebook_writer: PhraseWriter | None = None,
     ) -> None:
         self._registry = registry
         self._schemas = schemas
@@ -141,6 +152,8 @@ class WorkspaceToolset:
         # building them and reading them never overlap.
         self._selector_lock = threading.Lock()
         self._embedding: list[threading.Thread] = []
+        self._writer = phrasebook_writer
+        self._phrasing: dict[str, asyncio.Task[None]] = {}  # toolkit → its phrasebook being written, kept
 
     async def _loaded(self, workspace: str) -> list[ToolkitTools]:
         active = await self._registry.active_toolkits(workspace)
@@ -148,23 +161,63 @@ class WorkspaceToolset:
         if self._selector is not None:
             missing = [tk for tk in loaded if not self._selector.has_toolkit(tk.toolkit)]
             if missing:
-                await asyncio.to_thread(self._index, missing)
+                unphrased = await asyncio.to_thread(self._index, missing)
+                self._phrase_later(unphrased)
         return loaded
 
-    def _index(self, toolkits: list[ToolkitTools]) -> None:
-        """Build the selector's index of new toolkits (CPU-bound: runs in a thread)."""
+    def _index(self, toolkits: list[ToolkitTools]) -> dict[str, list[dict[str, Any]]]:
+        """Build the selector's index of new toolkits (CPU-bound: runs in a thread); returns the
+        tools of each that have no phrasebook entry."""
         assert self._selector is not None
         with self._selector_lock:
             for tk in toolkits:
                 if not self._selector.has_toolkit(tk.toolkit):
                     self._selector.add_toolkit(tk.toolkit, [dict(r) for r in tk.raw])
+            unphrased = {tk.toolkit: self._selector.unphrased(tk.toolkit) for tk in toolkits}
+        self._embed_later([tk.toolkit for tk in toolkits])
+        return unphrased
+
+    def _embed_later(self, toolkits: list[str]) -> None:
         # Sentence vectors take seconds for a large toolkit the first time (then come from the
         # disk cache); rankings stay lexical until they are ready, so no turn waits for them.
         # A daemon thread, not the default executor: shutdown must not wait a minute for it.
-        names = [tk.toolkit for tk in toolkits]
-        thread = threading.Thread(target=self._embed, args=(self._selector.embed_pending, names), daemon=True)
+        assert self._selector is not None
+        thread = threading.Thread(target=self._embed, args=(self._selector.embed_pending, toolkits), daemon=True)
         self._embedding = [t for t in self._embedding if t.is_alive()] + [thread]
         thread.start()
+
+    def _phrase_later(self, unphrased: dict[str, list[dict[str, Any]]]) -> None:
+        """Start writing the phrasebook of each toolkit with unphrased tools, once per process."""
+        for toolkit, tools in unphrased.items():
+            if self._writer is not None and tools and toolkit not in self._phrasing:
+                self._phrasing[toolkit] = asyncio.create_task(self._phrase(toolkit, tools))
+
+    async def _phrase(self, toolkit: str, tools: list[dict[str, Any]]) -> None:
+        assert self._writer is not None and self._selector is not None
+        log.info("writing a phrasebook", toolkit=toolkit, tools=len(tools))
+        try:
+            asks = await self._writer(toolkit, tools)
+        except Exception:  # a background nicety: selection simply stays on the definitions
+            log.exception("writing the phrasebook failed; tool selection uses the definitions", toolkit=toolkit)
+            return
+        wanted = {str(t["slug"]) for t in tools}
+        learned = {slug: a for slug, a in asks.items() if slug in wanted}
+        if learned:
+            await asyncio.to_thread(self._teach, toolkit, learned)
+        log.info("phrasebook written", toolkit=toolkit, tools=len(tools), with_asks=len(learned))
+
+    def _teach(self, toolkit: str, asks: Mapping[str, Sequence[str]]) -> None:
+        assert self._selector is not None
+        with self._selector_lock:
+            self._selector.teach(toolkit, asks)
+        self._embed_later([toolkit])  # vectors still being computed went to the index it replaced
+
+    async def aclose(self) -> None:
+        """Stop phrasebooks still being written (what was written so far is kept on disk)."""
+        tasks = list(self._phrasing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _embed(self, embed_pending: Callable[[list[str]], int], toolkits: list[str]) -> None:
         try:

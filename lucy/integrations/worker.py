@@ -48,6 +48,7 @@ from lucy.log import get_logger
 if TYPE_CHECKING:
     from lucy.cache import Cache
     from lucy.config import Settings
+    from lucy.core.llm import LLM
     from lucy.integrations.composio_client import ComposioAPI, ComposioClient
     from lucy.integrations.connections import ComposioConnections
     from lucy.integrations.registry import IntegrationRegistry
@@ -464,6 +465,7 @@ class Integrations:
     audit: AuditLog | None = None
 
     async def aclose(self) -> None:
+        await self.toolset.aclose()
         await self.client.aclose()
 
 
@@ -477,12 +479,14 @@ def build_integrations(
     policy: CallPolicy | None = None,
     metrics: Metrics | None = None,
     audit_pool: Any = None,
+    llm: LLM | None = None,
 ) -> Integrations:
     """Wire client → registry → schemas → connections → toolset → worker from settings.
 
     ``client`` defaults to :func:`~lucy.integrations.composio_client.client_from_settings`
     (which imports the SDK: build at start-up, or in ``asyncio.to_thread``). ``audit_pool``
-    (default ``pool``) takes the audit rows: ``serve`` passes its records pool.
+    (default ``pool``) takes the audit rows: ``serve`` passes its records pool. With ``llm`` (and
+    ``LUCY_PHRASEBOOK_AUTO``), toolkits without a phrasebook get one written in the background.
     """
     from lucy.integrations.composio_client import client_from_settings
     from lucy.integrations.connections import ComposioConnections
@@ -498,7 +502,13 @@ def build_integrations(
         from lucy.integrations.selection import selector_from_settings
 
         selector = selector_from_settings(settings)  # every turn gets the best few tools, not 128
-    toolset = WorkspaceToolset(registry, schemas, selector=selector, connectable=connections.known_toolkits)
+    writer = None
+    if llm is not None and settings.phrasebook_auto:
+        from lucy.integrations.phrasebook_writer import PhrasebookWriter
+
+        writer = PhrasebookWriter(llm, settings.data_dir / "phrasebooks", settings.llm_model)
+    toolset = WorkspaceToolset(registry, schemas, selector=selector, connectable=connections.known_toolkits,
+                               phrasebook_writer=writer)
     audit = AuditLog(audit_pool or pool)
     worker = IntegrationWorker(
         client, registry, schemas, connections, audit, policy=policy, timeout=settings.tool_timeout_seconds,
