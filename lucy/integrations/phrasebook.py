@@ -25,9 +25,14 @@ ASKS_PER_TOOL = 4
 _MAX_ASK_CHARS = 200
 
 
+def local_dir(data_dir: Path) -> Path:
+    """Where this deployment keeps the phrasebooks it wrote (``lucy tools phrasebook``, or itself)."""
+    return data_dir / "phrasebooks"
+
+
 def phrasebook_dirs(data_dir: Path) -> list[Path]:
     """Where phrasebooks are read from, later ones winning: the shipped ones, then the data dir's."""
-    return [SHIPPED, data_dir / "phrasebooks"]
+    return [SHIPPED, local_dir(data_dir)]
 
 
 def clean_asks(value: Any) -> tuple[str, ...]:

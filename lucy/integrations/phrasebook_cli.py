@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lucy.integrations.phrasebook import local_dir
 from lucy.integrations.phrasebook_writer import build
 from lucy.integrations.rank_cli import load_catalog
 
@@ -62,7 +63,7 @@ def run_phrasebook(settings: Settings, catalog_path: str | None, toolkits: Seque
             print(f"lucy tools phrasebook: {read}", file=sys.stderr)
             return 2
         catalog = read
-    target = Path(out) if out else settings.data_dir / "phrasebooks"
+    target = Path(out) if out else local_dir(settings.data_dir)
 
     async def go(catalog: dict[str, list[dict[str, Any]]]) -> dict[str, tuple[int, int]]:
         if catalog_path is None:

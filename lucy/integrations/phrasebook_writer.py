@@ -3,8 +3,8 @@
 Tools are sent in batches with their definitions (name, the opening of the description, the
 parameter names); the model answers with four requests a person would type for each. Only what
 parses as asks for the batch's own slugs is kept; a batch answered with anything else is said
-in the log (stderr for the command), and left for the next run. Used by ``lucy tools phrasebook`` and, for
-toolkits that have none, by a running Lucy in the background
+in the log (stderr for the command), and left for the next run. Used by ``lucy tools
+phrasebook`` and, for toolkits that have none, by a running Lucy in the background
 (:class:`~lucy.integrations.toolset.WorkspaceToolset`).
 """
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = get_logger("lucy.integrations.phrasebook")
 
 BATCH = 20
+_BATCHES_PER_SAVE = 5  # a file write every hundred tools: an interrupted run loses little
 _DESCRIPTION_CHARS = 400
 
 INSTRUCTIONS = f"""You write a phrasebook for a Slack assistant's tool index. For each API tool below, \
@@ -107,7 +108,7 @@ class PhrasebookWriter:
         path = self._directory / f"{toolkit}.json"
         known = await asyncio.to_thread(phrasebook.read_file, path)
         missing = [t for t in tools if t.get("slug") and str(t["slug"]) not in known]
-        step = self._batch * 5
+        step = self._batch * _BATCHES_PER_SAVE
         for start in range(0, len(missing), step):
             known.update(await write_asks(self._llm, missing[start : start + step], batch=self._batch))
             await asyncio.to_thread(phrasebook.write_file, path, toolkit, self._source, dict(known))

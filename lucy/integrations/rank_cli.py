@@ -14,6 +14,7 @@ Tools are indexed with their phrasebooks: the shipped ones and ``$LUCY_DATA_DIR/
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -57,8 +58,10 @@ def _answer(selector: ToolSelector, request: dict[str, Any], k: int, all_toolkit
             "tool_tokens": selection.tool_tokens}
 
 
+@functools.lru_cache(maxsize=1)
 def _settings() -> tuple[Path, str]:
-    """The data directory and the sentence-model choice the settings name (defaults if unreadable)."""
+    """The data directory and the sentence-model choice the settings name (defaults if unreadable).
+    Read once: the encoder and the phrasebooks both need it, and a bad setting is said once."""
     from lucy.config import load_settings
     from lucy.errors import ConfigError
 

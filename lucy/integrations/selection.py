@@ -526,9 +526,9 @@ class ToolSelector:
     def __init__(self, *, k: int = 20, token_budget: int = 8000, embedder: Embedder | None = None,
                  phrasebook: Mapping[str, Sequence[str]] | None = None) -> None:
         self.k = k
-        self._phrasebook: dict[str, Sequence[str]] = dict(phrasebook or {})
         self.token_budget = token_budget
         self._embedder = embedder
+        self._phrasebook: dict[str, Sequence[str]] = dict(phrasebook or {})
         self._indexes: dict[str, _ToolkitIndex] = {}
         self._idf: dict[str, float] = {}
         self._where: dict[str, tuple[str, int]] = {}  # slug → (toolkit, doc position)

@@ -504,9 +504,10 @@ def build_integrations(
         selector = selector_from_settings(settings)  # every turn gets the best few tools, not 128
     writer = None
     if llm is not None and settings.phrasebook_auto:
+        from lucy.integrations.phrasebook import local_dir
         from lucy.integrations.phrasebook_writer import PhrasebookWriter
 
-        writer = PhrasebookWriter(llm, settings.data_dir / "phrasebooks", settings.llm_model)
+        writer = PhrasebookWriter(llm, local_dir(settings.data_dir), settings.llm_model)
     toolset = WorkspaceToolset(registry, schemas, selector=selector, connectable=connections.known_toolkits,
                                phrasebook_writer=writer)
     audit = AuditLog(audit_pool or pool)
